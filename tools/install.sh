@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install baldro_nb into ./.venv (or the active virtual env / conda env) from settings.ini.
+# torch==2.13.0 first: on CPU machines it is the CPU build; an unpinned torch would pull a multi-GB CUDA build.
+# GPU nodes: install the torch build that matches the node first, then run this with BALDRO_KEEP_TORCH=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -z "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ]; then
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  PY=.venv/bin/python
+else
+  PY=python
+fi
+PIP="$PY -m pip --disable-pip-version-check -q"
+if [ "${BALDRO_KEEP_TORCH:-0}" != "1" ]; then
+  $PY -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null || $PIP install "torch==2.13.0"
+fi
+$PIP install -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+$PY -c "import baldro_nb, torch, transformers, nbdev; print('installed baldro_nb', baldro_nb.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: install, notebooks clean and in sync with the package, the notebooks' inline
+# tests (nbdev_test) and the integration tests (pytest). Ends with one line `N passed, N failed`.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash tools/install.sh || exit 1
+[ -n "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ] || source .venv/bin/activate
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export MPLBACKEND=Agg PYTHONHASHSEED=0
+fail=0
+before=$(git status --porcelain)
+nbdev_clean >/dev/null 2>&1
+if [ "$before" != "$(git status --porcelain)" ]; then
+  echo "FAIL: nbdev_clean changed notebooks: run nbdev_clean and commit."; git status --porcelain; fail=1; fi
+before=$(git status --porcelain)
+nbdev_export
+if [ "$before" != "$(git status --porcelain)" ]; then
+  echo "FAIL: baldro_nb/ is out of sync with nbs/: run nbdev_export and commit."; git status --porcelain; fail=1; fi
+nb_total=$(find nbs -name '*.ipynb' -not -path '*/.*' -not -name '_*' | while read f; do d=$(dirname "$f"); [ -e "$d/.notest" ] || echo "$f"; done | wc -l)
+start=$(date +%s)
+if nbdev_test --n_workers 2 --timing 2>&1 | tee /tmp/nbdev_test.log; then nb_failed=0
+else nb_failed=$(grep -cE '^\s+\S+\.ipynb$' /tmp/nbdev_test.log || true); [ "$nb_failed" -gt 0 ] || nb_failed=1; fi
+echo "nbdev_test: $((nb_total - nb_failed)) notebooks passed, $nb_failed failed in $(( $(date +%s) - start )) s"
+python -m pytest tests -q -p no:cacheprovider 2>&1 | tee /tmp/pytest.log
+last=$(grep -E '(passed|failed|error|no tests ran)' /tmp/pytest.log | tail -1)
+py_passed=$(echo "$last" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+py_failed=$(echo "$last" | grep -oE '[0-9]+ (failed|errors?)' | awk '{s+=$1} END {print s+0}')
+[ -n "$last" ] || py_failed=1
+passed=$((nb_total - nb_failed + py_passed)); failed=$((nb_failed + py_failed + fail))
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
