@@ -7,6 +7,10 @@ bash tools/install.sh || exit 1
 [ -n "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ] || source .venv/bin/activate
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export MPLBACKEND=Agg PYTHONHASHSEED=0
+# the report test opens the HTML report in headless Chromium (Debian's package)
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "warning: could not install chromium"
+fi
 fail=0
 before=$(git status --porcelain)
 nbdev_clean >/dev/null 2>&1
