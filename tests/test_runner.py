@@ -1,0 +1,190 @@
+"""Integration tests of the runner (nbs/08_runner.ipynb): resume after SIGKILL, failures that do not stop the grid,
+validation before compute, the parameters tag through nbdev_clean, no absolute paths, parallel and SLURM (submitit
+local) executors, and the shipped params files. Fixture notebooks (papermill's style) stand in for the experiments."""
+import csv, json, os, shutil, signal, subprocess, sys, time
+from pathlib import Path
+
+import nbformat
+import papermill as pm
+import pytest
+
+from baldro_nb.core import BaldroError, read_yaml
+from baldro_nb import runner as R
+
+ROOT = Path(__file__).resolve().parent.parent
+BALDRO = str(Path(sys.executable).with_name("baldro"))
+
+
+def _grid(n_unlearn=6, sleep=0.0, fail_seed=None):
+    include = [{"objective": "GradAscent", "seed": fail_seed, "fail": True}] if fail_seed is not None else []
+    return {"defaults": {"model": "tiny-llama"},
+            "grid": [{"kind": "finetune", "axes": {"stage": ["full", "retain99"]}},
+                     {"kind": "retain_eval"},
+                     {"kind": "unlearn", "defaults": {"sleep": sleep},
+                      "axes": {"objective": ["NPO"], "seed": list(range(n_unlearn))}, "include": include}]}
+
+
+def _rows(out):
+    return list(csv.DictReader(open(out/"results.csv")))
+
+
+@pytest.fixture
+def proj(tmp_path, monkeypatch):
+    monkeypatch.delenv("BALDRO_OUTPUTS", raising=False)
+    return R.make_fixture_project(tmp_path/"proj")
+
+
+def _write(p, spec):
+    import yaml
+    p.write_text(yaml.safe_dump(spec)); return p
+
+
+def test_sigkill_then_resume_every_run_exactly_once(proj):
+    out = proj/"outputs"; grid = _write(proj/"grid.yaml", _grid(n_unlearn=6, sleep=1.5))
+    p = subprocess.Popen([BALDRO, "run", str(grid), "--jobs", "1"], cwd=proj, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    t0 = time.time()
+    while time.time() - t0 < 240:  # wait until the grid is half-way through the unlearning runs
+        done = list((out/"runs").glob("unlearn__*/metrics.json")) if (out/"runs").exists() else []
+        if len(done) >= 2: break
+        assert p.poll() is None, "runner ended before it could be killed"
+        time.sleep(0.2)
+    os.kill(p.pid, signal.SIGKILL); p.wait()
+    finished_before = {d.parent.name for d in (out/"runs").glob("*/metrics.json")}
+    assert 5 <= len(finished_before) < 9  # 3 producers + ≥2 unlearning, not all 9
+    time.sleep(2)  # the killed worker dies with its parent (PR_SET_PDEATHSIG); its kernel follows
+    r = subprocess.run([BALDRO, "run", str(grid)], cwd=proj, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "already finished: skipped" in r.stdout
+    rows = _rows(out)
+    ids = [x["run_id"] for x in rows]
+    assert len(ids) == 9 and len(set(ids)) == 9 and ids == sorted(ids)
+    assert all(x["status"] == "ok" for x in rows)
+    # runs finished before the kill were not executed again
+    log = (out/"executions.log").read_text().split()
+    for rid in finished_before:
+        if rid.startswith("unlearn__"): assert log.count(f"../outputs/runs/{rid}") == 1
+
+
+def test_failing_run_keeps_notebook_and_error_row(proj):
+    out = proj/"outputs"
+    st = R.run_grid(_grid(n_unlearn=2, fail_seed=7), root=proj, jobs=2, progress=False)
+    assert sorted(s["status"] for s in st) == ["error"] + ["ok"]*5
+    rows = _rows(out)
+    err = [x for x in rows if x["status"] == "error"]
+    assert len(err) == 1 and "RuntimeError: deliberate failure" in err[0]["error"]
+    nb = nbformat.read(out/"runs"/err[0]["run_id"]/"run.ipynb", as_version=4)
+    assert nb.metadata.papermill.exception is True
+    assert any("deliberate failure" in json.dumps(c.get("outputs", [])) for c in nb.cells)
+    assert not (out/"runs"/err[0]["run_id"]/"metrics.json").exists()
+    assert sum(x["status"] == "ok" for x in rows) == 5
+
+
+def test_executed_notebooks_have_no_absolute_paths(proj):
+    out = proj/"outputs"
+    R.run_grid(_grid(n_unlearn=1, fail_seed=3), root=proj, progress=False)
+    for d in (out/"runs").iterdir():
+        text = (d/"run.ipynb").read_text()
+        for prefix in (str(proj.resolve()), str(proj), sys.prefix, str(Path.home())):
+            assert prefix not in text, (d.name, prefix)
+        md = nbformat.read(d/"run.ipynb", as_version=4).metadata.papermill
+        assert not md.input_path.startswith("/") and not md.output_path.startswith("/")
+        assert not any(str(v).startswith("/") for v in md.parameters.values())
+        for f in ("params.yaml", "env.json", "command.txt"): assert str(proj.resolve()) not in (d/f).read_text()
+
+
+def test_command_txt_reproduces_the_run(proj):
+    out = proj/"outputs"
+    R.run_grid(_grid(n_unlearn=1), root=proj, progress=False)
+    d = next((out/"runs").glob("unlearn__*"))
+    before = json.loads((d/"metrics.json").read_text())
+    (d/"metrics.json").unlink()
+    cmd = (d/"command.txt").read_text().split()
+    subprocess.run([str(Path(sys.executable).with_name("papermill")), *cmd[1:], "--no-progress-bar"], cwd=proj,
+                   check=True, capture_output=True)
+    assert json.loads((d/"metrics.json").read_text()) == before
+
+
+def _err(spec, proj):
+    with pytest.raises(BaldroError) as e: R.run_grid(spec, root=proj, progress=False)
+    assert not (proj/"outputs/runs").exists(), "something ran before validation failed"
+    return str(e.value)
+
+
+def test_validation_stops_before_compute(proj):
+    g = _grid(n_unlearn=1)
+    g["grid"][2]["defaults"]["learning_rte"] = 1e-5
+    assert "unknown parameter(s) ['learning_rte']" in _err(g, proj) and "Fix:" in _err(g, proj)
+    g = _grid(n_unlearn=1); g["grid"][2]["axes"]["objective"] = ["NPO", "NPX"]
+    m = _err(g, proj); assert "unknown objective 'NPX'" in m and "SimNPO" in m
+    g = _grid(n_unlearn=1); g["grid"][0]["axes"]["model"] = ["tiny-llama", "tiny-gpt"]
+    m = _err(g, proj); assert "unknown model 'tiny-gpt'" in m and "tiny-qwen3" in m
+    g = _grid(n_unlearn=1); g["grid"][2]["axes"]["reweighting"] = ["dro"]
+    assert "unknown reweighting 'dro'" in _err(g, proj)
+    g = _grid(n_unlearn=1); del g["grid"][0]  # no finetune runs: no target model, no retain model
+    m = _err(g, proj)
+    assert "target model outputs/models/tiny-llama/full does not exist" in m and "add a `finetune` run" in m
+    g = _grid(n_unlearn=1); del g["grid"][1]  # no retain_eval run: no retain log
+    assert "add a `retain_eval` run" in _err(g, proj)
+
+
+def test_missing_parameters_tag_stops_before_compute(proj):
+    nbp = proj/"nbs/experiments/unlearn.ipynb"
+    nb = nbformat.read(nbp, as_version=4); nb.cells[0].metadata.pop("tags"); nbformat.write(nb, nbp)
+    m = _err(_grid(n_unlearn=1), proj)
+    assert "has no cell tagged `parameters`" in m and "allowed_cell_metadata_keys = tags" in m
+
+
+def test_cli_exit_codes_and_dry_run(proj):
+    grid = _write(proj/"grid.yaml", _grid(n_unlearn=2))
+    r = subprocess.run([BALDRO, "run", str(grid), "--dry-run"], cwd=proj, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.count("todo") == 5 and not (proj/"outputs/runs").exists()
+    bad = _write(proj/"bad.yaml", {"grid": [{"kind": "unlearn", "axes": {"model": ["nope"]}}]})
+    r = subprocess.run([BALDRO, "run", str(bad)], cwd=proj, capture_output=True, text=True)
+    assert r.returncode == 2 and "unknown model 'nope'" in r.stderr
+    # --only keeps the runs it needs
+    r = subprocess.run([BALDRO, "run", str(grid), "--dry-run", "--only", "unlearn__*__1__*"], cwd=proj,
+                       capture_output=True, text=True)
+    assert r.stdout.count("todo") == 4, r.stdout
+
+
+def test_slurm_path_through_submitit_local_executor(proj):
+    out = proj/"outputs"
+    st = R.run_grid(_grid(n_unlearn=2, fail_seed=5), root=proj, executor="submitit-local", progress=False)
+    assert sorted(s["status"] for s in st) == ["error"] + ["ok"]*5
+    assert len(_rows(out)) == 6 and any((out/"submitit").iterdir())
+
+
+def test_nbdev_clean_keeps_parameters_tag(tmp_path):
+    # a copy of each experiment notebook (and a fixture) inside the project, cleaned with the project's settings
+    srcs = sorted((ROOT/"nbs/experiments").glob("*.ipynb")) if (ROOT/"nbs/experiments").exists() else []
+    fx = R.make_fixture_nb(tmp_path/"fx.ipynb", {"a": 1}, "b = a")
+    tmpdir = ROOT/"nbs/_tmp_clean_test"; tmpdir.mkdir(exist_ok=True)
+    try:
+        copies = [shutil.copy(s, tmpdir/s.name) for s in [*srcs, fx]]
+        for c in copies:
+            nb = nbformat.read(c, as_version=4)
+            for cell in nb.cells: cell.metadata["collapsed"] = True
+            nbformat.write(nb, c)
+            subprocess.run([str(Path(sys.executable).with_name("nbdev_clean")), "--fname", str(c)], cwd=ROOT, check=True,
+                           capture_output=True)
+            nb = nbformat.read(c, as_version=4)
+            assert not any("collapsed" in cell.metadata for cell in nb.cells), "nbdev_clean did not run"
+            assert pm.inspect_notebook(str(c)), f"{Path(c).name}: parameters tag lost by nbdev_clean"
+    finally:
+        shutil.rmtree(tmpdir)
+
+
+@pytest.mark.parametrize("name", ["study_tiny", "paper_tofu", "fork_study"])
+def test_shipped_params_expand_and_name_known_things(name):
+    f = ROOT/"params"/f"{name}.yaml"
+    if not f.exists(): pytest.skip(f"{f.name} not written yet")
+    runs = R.load_runs(f)
+    assert len({r["run_id"] for r in runs}) == len(runs), "duplicate runs"
+    for r in runs:
+        for key, chk in R.NAME_CHECKS.items():
+            if r["params"].get(key) is not None: chk(r["params"][key])
+        nb = ROOT/"nbs"/r["notebook"]
+        if nb.exists():
+            declared = R.notebook_params(nb)
+            assert declared and not set(r["params"]) - set(declared), (r["run_id"], set(r["params"]) - set(declared))
