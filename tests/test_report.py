@@ -1,0 +1,198 @@
+"""The HTML report, end to end: built from a synthetic, schema-true study with papermill + nbconvert, opened in headless
+Chromium (Chrome DevTools protocol over a pipe: no extra Python package), checked for loaded images, hidden inputs and
+console errors; built twice for byte-identical figures; built from empty and partial tables."""
+import hashlib, json, os, select, shutil, subprocess, tempfile, time
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"): os.environ[v] = "1"
+
+from baldro_nb.core import outputs_dir
+from baldro_nb.report import build_report, make_synthetic_study, load_results
+
+FIGURES = ("fq_vs_mu", "bars_by_objective", "per_epoch", "dro_weights", "forget_trajectories")
+SHOT_DIR = outputs_dir()/"_test"/"report"
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    d = tmp_path_factory.mktemp("study")
+    csv = make_synthetic_study(d/"outputs", n_forget=16, epochs=2, seeds=(0, 1))
+    return csv, d/"outputs"/"runs"
+
+
+@pytest.fixture(scope="module")
+def built(study, tmp_path_factory):
+    csv, runs = study
+    out = tmp_path_factory.mktemp("report")
+    return build_report(csv, runs, out)
+
+
+# ---------------------------------------------------------------- Chrome DevTools protocol over --remote-debugging-pipe
+class Chromium:
+    "Minimal CDP client: Chromium reads commands on fd 3 and writes replies/events on fd 4, NUL-separated JSON."
+    FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--hide-scrollbars", "--remote-debugging-pipe"]
+
+    def __init__(self, exe, profile):
+        cmd_r, self._cmd_w = os.pipe(); self._ev_r, ev_w = os.pipe()
+        def child():
+            a, b = os.dup(cmd_r), os.dup(ev_w)       # move out of the way before taking 3 and 4
+            os.dup2(a, 3); os.dup2(b, 4)
+        self.proc = subprocess.Popen([exe, *self.FLAGS, f"--user-data-dir={profile}", "about:blank"],
+                                     preexec_fn=child, pass_fds=(3, 4), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        os.close(cmd_r); os.close(ev_w)
+        self._buf, self._id, self.events = b"", 0, []
+
+    def _read(self, timeout):
+        while b"\0" not in self._buf:
+            r, _, _ = select.select([self._ev_r], [], [], timeout)
+            if not r: raise TimeoutError("no message from chromium")
+            chunk = os.read(self._ev_r, 1 << 20)
+            if not chunk: raise RuntimeError("chromium closed the pipe")
+            self._buf += chunk
+        msg, self._buf = self._buf.split(b"\0", 1)
+        return json.loads(msg)
+
+    def send(self, method, params=None, session=None, timeout=60):
+        self._id += 1; mid = self._id
+        m = {"id": mid, "method": method, "params": params or {}}
+        if session: m["sessionId"] = session
+        os.write(self._cmd_w, json.dumps(m).encode() + b"\0")
+        end = time.time() + timeout
+        while True:
+            r = self._read(max(0.1, end - time.time()))
+            if r.get("id") == mid:
+                if "error" in r: raise RuntimeError(f"{method}: {r['error']}")
+                return r.get("result", {})
+            self.events.append(r)
+
+    def wait_event(self, method, timeout=60):
+        for e in self.events:
+            if e.get("method") == method: return e
+        end = time.time() + timeout
+        while time.time() < end:
+            e = self._read(max(0.1, end - time.time())); self.events.append(e)
+            if e.get("method") == method: return e
+        raise TimeoutError(method)
+
+    def drain(self, seconds):
+        end = time.time() + seconds
+        while time.time() < end:
+            try: self.events.append(self._read(max(0.05, end - time.time())))
+            except TimeoutError: break
+
+    def close(self):
+        try: self.send("Browser.close", timeout=10)
+        except Exception: pass
+        try: self.proc.wait(10)
+        except subprocess.TimeoutExpired: self.proc.kill(); self.proc.wait()
+        for fd in (self._cmd_w, self._ev_r):
+            try: os.close(fd)
+            except OSError: pass
+
+
+PAGE_PROBE = """JSON.stringify({
+  images: Array.from(document.images).map(i => ({w: i.naturalWidth, h: i.naturalHeight, ok: i.complete,
+                                                   src: i.src.slice(0, 30)})),
+  inputs: document.querySelectorAll('.jp-CodeCell .jp-InputArea, .jp-CodeCell .jp-Cell-inputWrapper, .jp-InputPrompt, ' +
+                                    '.jp-InputArea-editor, .jp-Editor, .input_area, .CodeMirror').length,
+  markdown: document.querySelectorAll('.jp-MarkdownCell .jp-RenderedMarkdown').length,
+  code_cells: document.querySelectorAll('.jp-CodeCell').length,
+  text: document.body.innerText,
+  commands: Array.from(document.querySelectorAll('details pre')).map(e => e.textContent).join(' '),
+  height: document.documentElement.scrollHeight})"""
+
+
+def open_in_chromium(html: Path, shot: Path):
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert exe, "headless Chromium is needed for this test: apt-get install -y chromium (tools/test.sh does it)"
+    with tempfile.TemporaryDirectory() as profile:
+        b = Chromium(exe, profile)
+        try:
+            tid = b.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+            sid = b.send("Target.attachToTarget", {"targetId": tid, "flatten": True})["sessionId"]
+            for m in ("Page.enable", "Runtime.enable", "Log.enable"): b.send(m, session=sid)
+            b.send("Emulation.setDeviceMetricsOverride", {"width": 1280, "height": 1000, "deviceScaleFactor": 1,
+                                                          "mobile": False}, session=sid)
+            b.send("Page.navigate", {"url": html.resolve().as_uri()}, session=sid)
+            b.wait_event("Page.loadEventFired", timeout=60); b.drain(1.0)
+            probe = json.loads(b.send("Runtime.evaluate", {"expression": PAGE_PROBE, "returnByValue": True},
+                                      session=sid)["result"].get("value") or "null") or {}
+            assert probe, "the page probe failed to evaluate"
+            import base64
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            top = b.send("Page.captureScreenshot", {"format": "png"}, session=sid)["data"]
+            shot.write_bytes(base64.b64decode(top))
+            full = b.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True,
+                          "clip": {"x": 0, "y": 0, "width": 1280, "height": min(probe["height"], 16000), "scale": 0.5}},
+                          session=sid)["data"]
+            shot.with_name(shot.stem + "_full.png").write_bytes(base64.b64decode(full))
+            b.drain(0.3)
+        finally: b.close()
+    errors = [e for e in b.events if (e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
+              or e.get("method") == "Runtime.exceptionThrown"
+              or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")]
+    return probe, errors
+
+
+def test_report_in_headless_chromium(built):
+    shot = SHOT_DIR/"screenshot.png"
+    probe, errors = open_in_chromium(built, shot)
+    assert errors == [], f"console errors: {json.dumps(errors)[:2000]}"
+    imgs = probe["images"]
+    assert len(imgs) >= len(FIGURES), imgs
+    assert all(i["ok"] and i["w"] > 0 and i["h"] > 0 for i in imgs), imgs
+    assert all(i["src"].startswith("data:image/") for i in imgs), "images must be embedded"
+    assert probe["code_cells"] > 0 and probe["markdown"] > 0, probe   # the selectors match this template
+    assert probe["inputs"] == 0, "input cells are visible"
+    t = probe["text"]
+    for s in ("from baldro_nb", "import ", "figure(fig_"): assert s not in t, f"source code {s!r} visible in the page"
+    for s in ("Do BalDRO's gains transfer", "Do they hold across models", "Audit", "How to reproduce"):
+        assert s in t, s
+    assert probe["commands"].count("papermill nbs/") >= 40, probe["commands"][:500]
+    assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_is_one_self_contained_file(built):
+    html = built.read_text()
+    assert "<script src=\"http" not in html, "remote scripts fail offline"
+    assert "from baldro_nb.report import" not in html and "jp-InputPrompt" not in html.split("</style>")[-1]
+    figs = built.parent/"figures"
+    for f in FIGURES:
+        assert (figs/f"{f}.png").stat().st_size > 0 and (figs/f"{f}.svg").stat().st_size > 0, f
+    # every figure PNG is inside the HTML, byte for byte
+    import base64
+    for f in FIGURES: assert base64.b64encode((figs/f"{f}.png").read_bytes()).decode()[:2000] in html, f
+
+
+def _digests(d):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(d).iterdir()) if p.is_file()}
+
+
+def test_building_twice_gives_identical_figures(study, built, tmp_path):
+    csv, runs = study
+    again = build_report(csv, runs, tmp_path/"again")
+    a, b = _digests(built.parent/"figures"), _digests(again.parent/"figures")
+    assert len(a) == 2*len(FIGURES) and a == b
+
+
+def test_empty_and_partial_tables_still_build_and_name_missing_runs(study, tmp_path):
+    csv, runs = study
+    df = load_results(csv)
+    expected = sorted(df.run_id)
+    # empty table: header only
+    empty = tmp_path/"empty.csv"; empty.write_text(",".join(df.columns[:23]) + "\n")
+    h = build_report(empty, runs, tmp_path/"r_empty", expected=expected).read_text()
+    assert f"0 of {len(expected)} expected runs finished" in h and "No comparison yet" in h
+    assert all(rid in h for rid in expected[:3])
+    # partial: drop three runs
+    drop = expected[:3]
+    part = tmp_path/"part.csv"; df[~df.run_id.isin(drop)].to_csv(part, index=False)
+    h = build_report(part, runs, tmp_path/"r_part", expected=expected).read_text()
+    assert f"{len(expected) - 3} of {len(expected)} expected runs finished" in h and "Missing (3)" in h
+    for rid in drop: assert rid in h
