@@ -1,0 +1,57 @@
+"""Wall time and forward-pass count of the full TOFU-mini evaluation (forget01 + retain + ra + wf) of the tiny target.
+
+    python bench/bench_eval.py [--model tiny-llama] [--batch-size 32] [--threads 2]
+
+Uses the finetuned tiny target (`baldro_nb.finetune.ensure_tiny_finetuned`) when that module exists, else the random
+base model (then generation runs to max_new_tokens on every prompt: the worst case). Prints numbers; asserts nothing
+about time (target: <= 60 s on 2 cores).
+"""
+import argparse, os, sys, time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"): os.environ[v] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def target_model_dir(name):
+    "The finetuned tiny target if the finetune module can build it, else the random base."
+    try:
+        from baldro_nb.finetune import ensure_tiny_finetuned
+    except ImportError:
+        from baldro_nb.models import ensure_tiny_base
+        return ensure_tiny_base(name), "base (random; finetune module not available)"
+    return Path(ensure_tiny_finetuned(name, "full")), "full (finetuned target)"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="tiny-llama"); ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2); ap.add_argument("--forget-split", default="forget01")
+    ap.add_argument("--max-new-tokens", type=int, default=200); ap.add_argument("--repeat", type=int, default=1)
+    a = ap.parse_args()
+    import torch
+    torch.set_num_threads(a.threads)
+    from baldro_nb.models import get_spec, load_model, load_tokenizer
+    from baldro_nb.evaluation import evaluate_tofu
+    path, what = target_model_dir(a.model)
+    tok = load_tokenizer(str(path)); model = load_model(str(path)).eval()
+    calls = {"n": 0}
+    model.get_decoder().register_forward_hook(lambda m, i, o: calls.__setitem__("n", calls["n"] + 1))
+    print(f"model {a.model} [{what}], {a.forget_split} + retain + ra + wf, batch {a.batch_size}, {a.threads} threads, "
+          f"max_new_tokens {a.max_new_tokens}", flush=True)
+    for r in range(a.repeat):
+        calls["n"] = 0; stats2 = {}; t0 = time.time()
+        _, summary = evaluate_tofu(model, tok, get_spec(a.model).template, forget_split=a.forget_split,
+                                   batch_size=a.batch_size, max_new_tokens=a.max_new_tokens, stats=stats2)
+        print(f"evaluation {r + 1}{' (incl. loading + tokenising TOFU-mini)' if r == 0 else ' (cached encodings)'}: "
+              f"{time.time() - t0:.1f} s [encode {stats2['encode_s']:.1f} s, score {stats2['score_s']:.1f} s, "
+              f"generate {stats2['generate_s']:.1f} s, metrics {stats2['metrics_s']:.1f} s]", flush=True)
+    print(f"sequences scored: {stats2['n_sequences']} in {stats2['n_score_forward']} forward passes; "
+          f"prompts generated: {stats2['n_prompts']} in {stats2['n_generate_calls']} generate calls; "
+          f"decoder forward passes in total (scoring + every generation step): {calls['n']}")
+    print("summary:", {k: round(v, 4) for k, v in summary.items()})
+
+
+if __name__ == "__main__":
+    main()
