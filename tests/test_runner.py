@@ -1,7 +1,7 @@
 """Integration tests of the runner (nbs/08_runner.ipynb): resume after SIGKILL, failures that do not stop the grid,
 validation before compute, the parameters tag through nbdev_clean, no absolute paths, parallel and SLURM (submitit
 local) executors, and the shipped params files. Fixture notebooks (papermill's style) stand in for the experiments."""
-import csv, json, os, shutil, signal, subprocess, sys, time
+import csv, json, os, re, shutil, signal, subprocess, sys, time
 from pathlib import Path
 
 import nbformat
@@ -188,3 +188,15 @@ def test_shipped_params_expand_and_name_known_things(name):
         if nb.exists():
             declared = R.notebook_params(nb)
             assert declared and not set(r["params"]) - set(declared), (r["run_id"], set(r["params"]) - set(declared))
+
+
+@pytest.mark.parametrize("name", ["unlearn", "retain_eval", "finetune"])
+def test_experiment_parameters_cells_parse_completely(name):
+    "papermill silently drops a parameter whose line it cannot parse (e.g. a '=' in its comment): count them."
+    nbp = ROOT/"nbs/experiments"/f"{name}.ipynb"
+    if not nbp.exists(): pytest.skip(f"{nbp.name} not written yet")
+    nb = nbformat.read(nbp, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assigned = [l.split("=")[0].split(":")[0].strip() for l in cell.source.splitlines() if re.match(r"^\w+\s*(:[^=]*)?=", l)]
+    assert sorted(pm.inspect_notebook(str(nbp))) == sorted(assigned)
+    assert "out_dir" in assigned
