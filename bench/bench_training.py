@@ -27,12 +27,13 @@ from baldro_nb.training import resolve_method, unlearn_loss, RefCache, LiveRef
 
 
 def target_model():
-    "The tiny target model if 03_finetune provides it, else a random model with the tiny-llama architecture."
+    "The tiny target model if already built (03_finetune; never built here), else a random tiny-llama-shaped model."
     try:
-        from baldro_nb.finetune import ensure_tiny_finetuned
-        from baldro_nb.models import load_model
-        return load_model(ensure_tiny_finetuned("tiny-llama", "full")), "tiny-llama/full (finetuned)"
-    except Exception as e:  # not available yet: same architecture, random weights
+        from baldro_nb.models import load_model, stage_dir
+        d = stage_dir("tiny-llama", "full")
+        if not (d / "DONE").exists(): raise FileNotFoundError(f"{d} not built (run finetune.ensure_tiny_finetuned)")
+        return load_model(str(d)), "tiny-llama/full (finetuned target)"
+    except Exception as e:  # not available: same architecture, random weights
         from baldro_nb.models import TINY_ARCH, TINY_VOCAB
         torch.manual_seed(0)
         cfg = LlamaConfig(vocab_size=TINY_VOCAB, pad_token_id=0, eos_token_id=1, bos_token_id=2, tie_word_embeddings=True, **TINY_ARCH)
