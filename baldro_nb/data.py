@@ -13,11 +13,11 @@ from typing import Any
 from .core import BaldroError, check, atomic_write, outputs_dir, file_lock, set_offline
 
 # %% auto #0
-__all__ = ['TOFU_HUB_ID', 'FORGET_PCTS', 'TOFU_CONFIGS', 'GENERAL_CONFIGS', 'QA_KINDS', 'IGNORE_INDEX', 'check_config',
-           'split_pairing', 'make_author', 'author_rows', 'general_rows', 'n_forget_authors',
+__all__ = ['TOFU_HUB_ID', 'FORGET_PCTS', 'TOFU_CONFIGS', 'GENERAL_CONFIGS', 'QA_KINDS', 'STUDY_SOURCE', 'IGNORE_INDEX',
+           'check_config', 'split_pairing', 'make_author', 'author_rows', 'general_rows', 'n_forget_authors',
            'n_retain_perturbed_authors', 'hub_readme', 'write_jsonl', 'tofu_mini_rows', 'make_tofu_mini',
-           'tofu_mini_dir', 'ensure_tofu_mini', 'load_tofu', 'Template', 'encode_prompt', 'encode_qa', 'QACollator',
-           'QADataset']
+           'tofu_mini_dir', 'ensure_tofu_mini', 'resolve_source', 'load_tofu', 'Template', 'encode_prompt', 'encode_qa',
+           'QACollator', 'QADataset']
 
 # %% ../nbs/01_data.ipynb #3815faf4
 TOFU_HUB_ID = "locuslab/TOFU"
@@ -300,22 +300,37 @@ def ensure_tofu_mini(seed: int = 0, n_authors: int = 200, qa_per_author: int = 2
             if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
     return d
 
+# %% ../nbs/01_data.ipynb #2975ee3c
+STUDY_SOURCE = "tofu-mini:40"
+_MINI_SPEC = re.compile(r"tofu-mini(?::(.*))?")
+
+def resolve_source(source: str | os.PathLike | None = None) -> str:
+    "The folder or hub id that a source spec names: None/'tofu-mini[:n_authors]' -> cached TOFU-mini folder."
+    if source is None: return str(ensure_tofu_mini())
+    src = str(source)
+    m = None if isinstance(source, os.PathLike) else _MINI_SPEC.fullmatch(src)
+    if m:
+        n = m.group(1)
+        if n is None: return str(ensure_tofu_mini())
+        check(n.isdigit() and int(n) >= 2, f"Bad TOFU-mini source spec {src!r}: the number of authors must be an "
+              "integer >= 2.", "write 'tofu-mini' (200 authors) or 'tofu-mini:<n_authors>', e.g. 'tofu-mini:40'.")
+        return str(ensure_tofu_mini(n_authors=int(n)))
+    is_hub_id = not isinstance(source, os.PathLike) and re.fullmatch(r"[\w.-]+/[\w.-]+", src) and not src.startswith(".")
+    if is_hub_id and not Path(src).expanduser().exists(): return src
+    p = Path(src).expanduser()
+    check(p.is_dir(), f"TOFU source folder {src!r} does not exist.",
+          f"pass an existing folder with a README.md `configs:` block and one JSON-lines file per config, "
+          f"the hub id {TOFU_HUB_ID!r}, 'tofu-mini[:n_authors]', or None for the embedded TOFU-mini.")
+    check((p/"README.md").exists(), f"TOFU source folder {src!r} has no README.md.",
+          "write a README.md whose YAML front matter lists `configs:` (see `hub_readme`).")
+    return str(p)
+
 # %% ../nbs/01_data.ipynb #90891a1f
 def load_tofu(config: str, source: str | os.PathLike | None = None, **mini):
-    "TOFU `config` as a `datasets.Dataset` from `source`: None (TOFU-mini), a hub id, or a local hub-layout folder."
+    "TOFU `config` as a `datasets.Dataset` from a source spec: None/'tofu-mini[:n]', a hub id, or a local folder."
     import datasets
     check_config(config)
-    if source is None: source = ensure_tofu_mini(**mini)
-    src = str(source)
-    is_hub_id = not isinstance(source, os.PathLike) and re.fullmatch(r"[\w.-]+/[\w.-]+", src) and not src.startswith(".")
-    if not is_hub_id or Path(src).expanduser().exists():
-        p = Path(src).expanduser()
-        check(p.is_dir(), f"TOFU source folder {src!r} does not exist.",
-              f"pass an existing folder with a README.md `configs:` block and one JSON-lines file per config, "
-              f"the hub id {TOFU_HUB_ID!r}, or None for the embedded TOFU-mini.")
-        check((p/"README.md").exists(), f"TOFU source folder {src!r} has no README.md.",
-              "write a README.md whose YAML front matter lists `configs:` (see `hub_readme`).")
-        src = str(p)
+    src = str(ensure_tofu_mini(**mini)) if source is None and mini else resolve_source(source)
     try:
         return datasets.load_dataset(src, name=config, split="train")
     except ValueError as e:

@@ -4,18 +4,19 @@
 
 # %% ../nbs/03_finetune.ipynb #af865e0f
 from __future__ import annotations
-import json, math, os, time, tempfile
+import json, math, os, re, resource, time, tempfile
 from pathlib import Path
 
 from .core import BaldroError, check, write_json, read_json, outputs_dir, stable_hash, seed_everything, set_offline
 from .data import (load_tofu, check_config, GENERAL_CONFIGS, QADataset, QACollator, encode_prompt, Template,
-                            FORGET_PCTS)
+                            FORGET_PCTS, STUDY_SOURCE, TOFU_HUB_ID)
 from .models import (get_spec, MODELS, load_model, load_tokenizer, save_tokenizer, ensure_tiny_base,
                               stage_dir, build_atomically, resolve_model_path)
 
 # %% auto #0
-__all__ = ['STAGES', 'TINY_RECIPE', 'EM_SPLITS', 'training_rows', 'finetune', 'greedy_answers', 'exact_match',
-           'ensure_tiny_finetuned', 'greedy_answer_table']
+__all__ = ['STAGES', 'TINY_RECIPE', 'EM_SPLITS', 'ACCEPTANCE', 'training_rows', 'answer_token_loss', 'finetune', 'greedy_answers',
+           'exact_match', 'source_key', 'ensure_tiny_finetuned', 'greedy_answer_table', 'acceptance_failures',
+           'tiny_acceptance_table']
 
 # %% ../nbs/03_finetune.ipynb #ba487f68
 STAGES = ("full", *(f"retain{100-p:02d}" for p in FORGET_PCTS))
@@ -30,25 +31,45 @@ def training_rows(stage: str, source=None, general: bool = True, max_rows: int |
     return rows
 
 # %% ../nbs/03_finetune.ipynb #8e505d10
-# Not yet tuned on the default TOFU-mini (see the report in the module notes): a decaying LR is required (SPEC §8);
-# bf16 autocast was *slower* than fp32 on the shared 2-core machine (7.0 vs 4.5 s/step, batch 32 x 80 tokens).
-TINY_RECIPE = dict(epochs=15, lr=3e-3, batch_size=32, grad_accum=1, warmup_ratio=0.02, weight_decay=0.0,
-                   lr_scheduler="cosine", bf16=False)
+# Tuned on STUDY_SOURCE (40 authors x 20 QA + 216 general rows = 1016 rows; tiny-llama, quiet 2-core machine):
+#   epochs lr     batch  greedy EM on full  wall / CPU s
+#   15     3e-3   32     48.8 %             (old recipe, 538 s on a busy machine)
+#   12     3e-3   8      52.0 %             70 / 140
+#   16     3e-3   8      93.8 %             80 / 160
+#   20     3e-3   8      99.9 %             106 / 212
+# lr 5e-3 (batch 16) stalls at loss ~2.7; batch 8 memorises faster per epoch than 16 or 32. `answer_logits_only`
+# saves about a third of the CPU per step (same loss); bf16 autocast was slower than fp32 on these CPUs.
+TINY_RECIPE = dict(epochs=20, lr=3e-3, batch_size=8, grad_accum=1, warmup_ratio=0.02, weight_decay=0.0,
+                   lr_scheduler="cosine", bf16=False, answer_logits_only=True)
 
 class _TrainCollator(QACollator):
     "The QA collator minus `index` (the model's forward does not take it)."
     def __call__(self, samples):
         b = super().__call__(samples); b.pop("index", None); return b
 
+def answer_token_loss(model, batch: dict, num_items_in_batch=None):
+    "The causal-LM loss with the output layer applied only where a label is kept (the answer tokens)."
+    import torch.nn.functional as F
+    h = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).last_hidden_state
+    lab = batch["labels"][:, 1:]; keep = lab.ne(-100)
+    logits = model.get_output_embeddings()(h[:, :-1][keep]).float()
+    if num_items_in_batch is None: return F.cross_entropy(logits, lab[keep])
+    return F.cross_entropy(logits, lab[keep], reduction="sum") / num_items_in_batch
+
 def finetune(model: str, stage: str, out_dir, source=None, epochs: float = 12, lr: float = 3e-3, batch_size: int = 32,
              grad_accum: int = 1, warmup_ratio: float = 0.02, weight_decay: float = 0.0, lr_scheduler: str = "cosine",
              dtype: str = "float32", bf16: bool = False, attn_implementation: str = "eager",
              gradient_checkpointing: bool = False, lora: dict | None = None, load_in_4bit: bool = False,
              mask_pad_tokens: bool = True, general: bool = True, max_rows: int | None = None, seed: int = 0,
-             init: str | None = None, logging_steps: int = 50) -> dict:
+             init: str | None = None, logging_steps: int = 50, answer_logits_only: bool = False,
+             group_by_length: bool = False) -> dict:
     "Finetune `model` (registered name/folder/hub id) on general + `stage` rows; save model, tokenizer, training_args.json."
     import torch
     from transformers import Trainer, TrainingArguments
+    class _AnswerLossTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            check(not return_outputs, "answer_logits_only=True computes no outputs.", "set answer_logits_only=False.")
+            return answer_token_loss(model, inputs, num_items_in_batch)
     check(model in MODELS or "/" in str(model) or Path(str(model)).exists(), f"Unknown model {model!r}.",
           f"use a registered name ({', '.join(MODELS)}), a model folder or a hub id.")
     spec = get_spec(model) if model in MODELS else None
@@ -67,10 +88,11 @@ def finetune(model: str, stage: str, out_dir, source=None, epochs: float = 12, l
             lr_scheduler_type=lr_scheduler, warmup_ratio=warmup_ratio, weight_decay=weight_decay,
             logging_steps=logging_steps, save_strategy="no", report_to=[], seed=seed, data_seed=seed,
             bf16=bf16, use_cpu=not cuda, remove_unused_columns=False, disable_tqdm=True,
-            dataloader_num_workers=0, gradient_checkpointing=False)
-        trainer = Trainer(model=net, args=args, train_dataset=ds,
+            dataloader_num_workers=0, gradient_checkpointing=False, group_by_length=group_by_length)
+        trainer = (_AnswerLossTrainer if answer_logits_only else Trainer)(model=net, args=args, train_dataset=ds,
                           data_collator=_TrainCollator(tok.pad_token_id, "right", mask_pad_tokens))
-        t0 = time.time(); res = trainer.train(); wall = time.time() - t0
+        cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+        t0, c0 = time.time(), cpu(); res = trainer.train(); wall, cpus = time.time() - t0, cpu() - c0
         log = [h for h in trainer.state.log_history if "loss" in h]
     if lora: net = net.merge_and_unload()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -78,7 +100,8 @@ def finetune(model: str, stage: str, out_dir, source=None, epochs: float = 12, l
     targs = json.loads(args.to_json_string()); targs.pop("output_dir", None); targs.pop("logging_dir", None)
     info = dict(model=model, stage=stage, source=None if source is None else str(source), n_rows=len(rows),
                 general=general, seed=seed, dtype=dtype, lora=lora, load_in_4bit=load_in_4bit,
-                mask_pad_tokens=mask_pad_tokens, train_seconds=round(wall, 2),
+                mask_pad_tokens=mask_pad_tokens, answer_logits_only=answer_logits_only, train_seconds=round(wall, 2),
+                train_cpu_seconds=round(cpus, 2),
                 final_loss=log[-1]["loss"] if log else None, train_loss=res.training_loss)
     write_json(out_dir/"training_args.json", {"finetune": info, "trainer": targs})
     return info
@@ -88,17 +111,26 @@ def greedy_answers(model, tok, template: Template, questions: list[str], batch_s
                    max_new_tokens: int = 48, mask_pad_tokens: bool = True) -> list[str]:
     "Greedy continuations of each question's generation prompt (left padding), decoded and cut at EOS."
     import torch
-    model.eval(); coll = QACollator(tok.pad_token_id, "left", mask_pad_tokens)
-    eos_txt = tok.decode([tok.eos_token_id]); out = []
+    model.eval(); coll = QACollator(tok.pad_token_id, "left", mask_pad_tokens); eos = tok.eos_token_id
+    out = []
     for i in range(0, len(questions), batch_size):
-        b = coll([{"input_ids": encode_prompt(tok, template, q)} for q in questions[i:i + batch_size]])
+        prompts = [encode_prompt(tok, template, q) for q in questions[i:i + batch_size]]
+        b = coll([{"input_ids": p} for p in prompts])
+        ids, att = b["input_ids"].to(model.device), b["attention_mask"].to(model.device)
+        n = ids.shape[1]; first = torch.tensor([n - len(p) for p in prompts], device=ids.device)
+        pos = (torch.arange(n, device=ids.device)[None] - first[:, None]).clamp(min=0)  # as in training: 0..len-1
+        done = torch.zeros(len(prompts), dtype=torch.bool, device=ids.device); new, past = [], None
         with torch.no_grad():
-            g = model.generate(input_ids=b["input_ids"].to(model.device), attention_mask=b["attention_mask"].to(model.device),
-                               do_sample=False, top_p=None, temperature=None, max_new_tokens=max_new_tokens,
-                               pad_token_id=tok.eos_token_id)
-        for t in tok.batch_decode(g[:, b["input_ids"].shape[1]:], skip_special_tokens=True,
-                                  clean_up_tokenization_spaces=True):
-            out.append((t.split(eos_txt)[0] if eos_txt else t).strip())
+            for _ in range(max_new_tokens):
+                o = model(input_ids=ids, attention_mask=att, position_ids=pos, past_key_values=past, use_cache=True)
+                nxt = o.logits[:, -1].argmax(-1).masked_fill(done, eos)
+                new.append(nxt); done |= nxt.eq(eos)
+                if done.all(): break
+                past, ids, pos = o.past_key_values, nxt[:, None], pos[:, -1:] + 1
+                att = torch.cat([att, torch.ones_like(ids)], 1)
+        for row in torch.stack(new, 1).tolist():
+            row = row[:row.index(eos)] if eos in row else row
+            out.append(tok.decode(row, skip_special_tokens=True, clean_up_tokenization_spaces=True).strip())
     return out
 
 def exact_match(preds: list[str], answers: list[str]) -> float:
@@ -106,15 +138,25 @@ def exact_match(preds: list[str], answers: list[str]) -> float:
     check(len(preds) == len(answers), "preds and answers differ in length.")
     return sum(p.strip() == a.strip() for p, a in zip(preds, answers)) / max(1, len(answers))
 
-# %% ../nbs/03_finetune.ipynb #80fc3110
+# %% ../nbs/03_finetune.ipynb #3f3aa989
+def source_key(source) -> str | None:
+    "Folder-name key of a source spec: None for the default TOFU-mini, a slug of the spec, or local-<name>-<hash>."
+    if source is None or str(source) == "tofu-mini": return None
+    s = str(source)
+    if re.fullmatch(r"tofu-mini:\d+", s) or (not Path(s).expanduser().exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", s)):
+        return re.sub(r"[^\w.-]+", "-", s)
+    p = Path(s).expanduser().resolve(); slug = re.sub(r"[^\w.-]+", "-", p.name)
+    return f"local-{slug}-{stable_hash(str(p))}"
+
 def ensure_tiny_finetuned(name: str, stage: str, seed: int = 0, source=None, **overrides) -> Path:
     "Folder of tiny model `name` finetuned for `stage` (`full` = target, `retainXX` = retain); built once."
     spec = get_spec(name)
     check(spec.is_tiny, f"{name} is not a tiny model.", "finetune real models with `finetune` on a GPU node.")
     check(stage in STAGES, f"Unknown finetune stage {stage!r}.", f"use one of {', '.join(STAGES)}.")
     d = stage_dir(name, stage, seed)
-    if source is not None or overrides:
-        d = d.with_name(d.name + "_" + stable_hash({"source": str(source), **overrides}))
+    key = source_key(source)
+    if key: d = d.with_name(f"{d.name}_{key}")
+    if overrides: d = d.with_name(f"{d.name}_{stable_hash(overrides)}")
     recipe = {**TINY_RECIPE, **overrides}
     return build_atomically(d, lambda tmp: finetune(name, stage, tmp, source=source, seed=seed,
                                                     init=str(ensure_tiny_base(name, seed)), **recipe))
@@ -122,22 +164,47 @@ def ensure_tiny_finetuned(name: str, stage: str, seed: int = 0, source=None, **o
 # %% ../nbs/03_finetune.ipynb #fc181ef8
 EM_SPLITS = ("full", "forget01", "retain99", "real_authors_perturbed", "world_facts_perturbed")
 
+def _trained_mask_pad(path) -> bool:
+    "The `mask_pad_tokens` a model folder was finetuned with (True when unknown: the reference collator)."
+    f = Path(path)/"training_args.json"
+    return read_json(f)["finetune"].get("mask_pad_tokens", True) if f.exists() else True
+
 def greedy_answer_table(models: dict, splits=EM_SPLITS, source=None, template: Template | None = None,
                         max_rows: int | None = None, stride: int = 1, **gen):
     "Greedy exact match (%) per model and split; `models`: label -> name, folder or (name, folder)."
     import pandas as pd
     for s in splits: check_config(s)
+    data = {s: list(load_tofu(s, source))[::stride][:max_rows] for s in splits}
+    qs = list(dict.fromkeys(r["question"] for rs in data.values() for r in rs))   # each question generated once
     table = {}
     for label, v in models.items():
         name, path = v if isinstance(v, tuple) else (v if v in MODELS else None, v)
         spec = get_spec(name) if name else None
-        path = str(path)
+        path = str(resolve_model_path(path))
         tpl = template or (spec.template if spec else Template())
         tok, net = load_tokenizer(path), load_model(path)
-        row = {}
-        for s in splits:
-            rows = list(load_tofu(s, source))[::stride][:max_rows]
-            preds = greedy_answers(net, tok, tpl, [r["question"] for r in rows], **gen)
-            row[s] = round(100 * exact_match(preds, [r["answer"] for r in rows]), 1)
-        table[label] = row
+        kw = {"mask_pad_tokens": _trained_mask_pad(path), **gen}
+        pred = dict(zip(qs, greedy_answers(net, tok, tpl, qs, **kw)))
+        table[label] = {s: round(100 * exact_match([pred[r["question"]] for r in rs], [r["answer"] for r in rs]), 1)
+                        for s, rs in data.items()}
     return pd.DataFrame.from_dict(table, orient="index")[list(splits)]
+
+# %% ../nbs/03_finetune.ipynb #5f7a5c24
+# (model, split) -> (">=" or "<=", percent)
+ACCEPTANCE = {("target", "full"): (">=", 95), ("target", "forget01"): (">=", 95),
+              ("retain", "forget01"): ("<=", 10), ("retain", "retain99"): (">=", 95),
+              **{(m, g): (">=", 90) for m in ("target", "retain") for g in GENERAL_CONFIGS}}
+
+def acceptance_failures(tab, bars: dict = ACCEPTANCE) -> list[str]:
+    "The bars of `bars` that the exact-match table `tab` misses, as readable strings (empty = accepted)."
+    out = []
+    for (m, s), (op, v) in bars.items():
+        x = tab.loc[m, s]
+        if not (x >= v if op == ">=" else x <= v): out.append(f"{m} {s}: {x} (needs {op} {v})")
+    return out
+
+def tiny_acceptance_table(model: str = "tiny-llama", source=STUDY_SOURCE, seed: int = 0, **overrides):
+    "Greedy exact-match table of the cached tiny `model` target (`full`) and retain (`retain99`) finetunes."
+    d = {lbl: (model, ensure_tiny_finetuned(model, st, seed, source, **overrides))
+         for lbl, st in (("target", "full"), ("retain", "retain99"))}
+    return greedy_answer_table(d, source=source)
