@@ -138,7 +138,7 @@ def exact_match(preds: list[str], answers: list[str]) -> float:
     check(len(preds) == len(answers), "preds and answers differ in length.")
     return sum(p.strip() == a.strip() for p, a in zip(preds, answers)) / max(1, len(answers))
 
-# %% ../nbs/03_finetune.ipynb #3f3aa989
+# %% ../nbs/03_finetune.ipynb #ce1a391a
 def source_key(source) -> str | None:
     "Folder-name key of a source spec: None for the default TOFU-mini, a slug of the spec, or local-<name>-<hash>."
     if source is None or str(source) == "tofu-mini": return None
@@ -189,7 +189,7 @@ def greedy_answer_table(models: dict, splits=EM_SPLITS, source=None, template: T
                         for s, rs in data.items()}
     return pd.DataFrame.from_dict(table, orient="index")[list(splits)]
 
-# %% ../nbs/03_finetune.ipynb #5f7a5c24
+# %% ../nbs/03_finetune.ipynb #093420ab
 # (model, split) -> (">=" or "<=", percent)
 ACCEPTANCE = {("target", "full"): (">=", 95), ("target", "forget01"): (">=", 95),
               ("retain", "forget01"): ("<=", 10), ("retain", "retain99"): (">=", 95),
