@@ -4,19 +4,19 @@
 
 # %% ../nbs/03_finetune.ipynb #af865e0f
 from __future__ import annotations
-import json, math, os, re, resource, time, tempfile
+import json, math, os, re, resource, shutil, time, tempfile
 from pathlib import Path
 
-from .core import BaldroError, check, write_json, read_json, outputs_dir, stable_hash, seed_everything, set_offline
+from .core import BaldroError, check, write_json, read_json, outputs_dir, stable_hash, seed_everything, set_offline, file_lock
 from .data import (load_tofu, check_config, GENERAL_CONFIGS, QADataset, QACollator, encode_prompt, Template,
                             FORGET_PCTS, STUDY_SOURCE, TOFU_HUB_ID)
 from .models import (get_spec, MODELS, load_model, load_tokenizer, save_tokenizer, ensure_tiny_base,
                               stage_dir, build_atomically, resolve_model_path)
 
 # %% auto #0
-__all__ = ['STAGES', 'TINY_RECIPE', 'EM_SPLITS', 'ACCEPTANCE', 'training_rows', 'answer_token_loss', 'finetune', 'greedy_answers',
-           'exact_match', 'source_key', 'ensure_tiny_finetuned', 'greedy_answer_table', 'acceptance_failures',
-           'tiny_acceptance_table']
+__all__ = ['STAGES', 'REAL_RECIPE', 'TINY_RECIPE', 'EM_SPLITS', 'ACCEPTANCE', 'training_rows', 'answer_token_loss', 'finetune',
+           'greedy_answers', 'exact_match', 'source_key', 'ensure_tiny_finetuned', 'greedy_answer_table',
+           'acceptance_failures', 'tiny_acceptance_table']
 
 # %% ../nbs/03_finetune.ipynb #ba487f68
 STAGES = ("full", *(f"retain{100-p:02d}" for p in FORGET_PCTS))
@@ -39,6 +39,10 @@ def training_rows(stage: str, source=None, general: bool = True, max_rows: int |
 #   20     3e-3   8      99.9 %             106 / 212
 # lr 5e-3 (batch 16) stalls at loss ~2.7; batch 8 memorises faster per epoch than 16 or 32. `answer_logits_only`
 # saves about a third of the CPU per step (same loss); bf16 autocast was slower than fp32 on these CPUs.
+# The fork's recipe for real models without open-unlearning checkpoints (methods.md §7.4): lr 1e-5, effective batch 32,
+# 5 epochs, weight decay 0.01, one warm-up epoch (= 0.2 of 5), bf16, 8-bit paged AdamW (needs bitsandbytes + CUDA).
+REAL_RECIPE = dict(epochs=5, lr=1e-5, batch_size=1, grad_accum=32, warmup_ratio=0.2, weight_decay=0.01,
+                   lr_scheduler="linear", bf16=True, optim="paged_adamw_8bit")
 TINY_RECIPE = dict(epochs=20, lr=3e-3, batch_size=8, grad_accum=1, warmup_ratio=0.02, weight_decay=0.0,
                    lr_scheduler="cosine", bf16=False, answer_logits_only=True)
 
@@ -62,7 +66,7 @@ def finetune(model: str, stage: str, out_dir, source=None, epochs: float = 12, l
              gradient_checkpointing: bool = False, lora: dict | None = None, load_in_4bit: bool = False,
              mask_pad_tokens: bool = True, general: bool = True, max_rows: int | None = None, seed: int = 0,
              init: str | None = None, logging_steps: int = 50, answer_logits_only: bool = False,
-             group_by_length: bool = False) -> dict:
+             group_by_length: bool = False, optim: str = "adamw_torch") -> dict:
     "Finetune `model` (registered name/folder/hub id) on general + `stage` rows; save model, tokenizer, training_args.json."
     import torch
     from transformers import Trainer, TrainingArguments
@@ -88,7 +92,7 @@ def finetune(model: str, stage: str, out_dir, source=None, epochs: float = 12, l
             lr_scheduler_type=lr_scheduler, warmup_ratio=warmup_ratio, weight_decay=weight_decay,
             logging_steps=logging_steps, save_strategy="no", report_to=[], seed=seed, data_seed=seed,
             bf16=bf16, use_cpu=not cuda, remove_unused_columns=False, disable_tqdm=True,
-            dataloader_num_workers=0, gradient_checkpointing=False, group_by_length=group_by_length)
+            dataloader_num_workers=0, gradient_checkpointing=False, group_by_length=group_by_length, optim=optim)
         trainer = (_AnswerLossTrainer if answer_logits_only else Trainer)(model=net, args=args, train_dataset=ds,
                           data_collator=_TrainCollator(tok.pad_token_id, "right", mask_pad_tokens))
         cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
@@ -158,8 +162,14 @@ def ensure_tiny_finetuned(name: str, stage: str, seed: int = 0, source=None, **o
     if key: d = d.with_name(f"{d.name}_{key}")
     if overrides: d = d.with_name(f"{d.name}_{stable_hash(overrides)}")
     recipe = {**TINY_RECIPE, **overrides}
-    return build_atomically(d, lambda tmp: finetune(name, stage, tmp, source=source, seed=seed,
-                                                    init=str(ensure_tiny_base(name, seed)), **recipe))
+    saved = d/"recipe.json"
+    if (d/"DONE").exists() and (not saved.exists() or read_json(saved) != recipe):
+        with file_lock(d.parent/f".{d.name}.lock"):   # built with another recipe: rebuild
+            if (d/"DONE").exists() and (not saved.exists() or read_json(saved) != recipe): shutil.rmtree(d)
+    def build(tmp):
+        finetune(name, stage, tmp, source=source, seed=seed, init=str(ensure_tiny_base(name, seed)), **recipe)
+        write_json(Path(tmp)/"recipe.json", recipe)
+    return build_atomically(d, build)
 
 # %% ../nbs/03_finetune.ipynb #fc181ef8
 EM_SPLITS = ("full", "forget01", "retain99", "real_authors_perturbed", "world_facts_perturbed")
