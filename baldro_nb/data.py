@@ -13,11 +13,11 @@ from typing import Any
 from .core import BaldroError, check, atomic_write, outputs_dir, file_lock, set_offline
 
 # %% auto #0
-__all__ = ['TOFU_HUB_ID', 'FORGET_PCTS', 'TOFU_CONFIGS', 'GENERAL_CONFIGS', 'QA_KINDS', 'STUDY_SOURCE', 'IGNORE_INDEX',
-           'check_config', 'split_pairing', 'make_author', 'author_rows', 'general_rows', 'n_forget_authors',
-           'n_retain_perturbed_authors', 'hub_readme', 'write_jsonl', 'tofu_mini_rows', 'make_tofu_mini',
-           'tofu_mini_dir', 'ensure_tofu_mini', 'resolve_source', 'load_tofu', 'Template', 'encode_prompt', 'encode_qa',
-           'QACollator', 'QADataset']
+__all__ = ['TOFU_HUB_ID', 'FORGET_PCTS', 'TOFU_CONFIGS', 'GENERAL_CONFIGS', 'QA_KINDS', 'TOFU_MINI_VERSION', 'STUDY_SOURCE',
+           'IGNORE_INDEX', 'check_config', 'split_pairing', 'make_author', 'author_rows', 'general_rows',
+           'n_forget_authors', 'n_retain_perturbed_authors', 'hub_readme', 'write_jsonl', 'tofu_mini_rows',
+           'make_tofu_mini', 'tofu_mini_dir', 'ensure_tofu_mini', 'resolve_source', 'load_tofu', 'Template',
+           'encode_prompt', 'encode_qa', 'QACollator', 'QADataset']
 
 # %% ../nbs/01_data.ipynb #3815faf4
 TOFU_HUB_ID = "locuslab/TOFU"
@@ -131,19 +131,19 @@ QA_KINDS = (
 )
 
 def author_rows(a: dict, others: list[dict], rng: random.Random, qa_per_author: int = 20, n_pert: int = 5) -> list[dict]:
-    "The first `qa_per_author` QA rows about author `a`; perturbed answers take facts from `others`."
+    "The first `qa_per_author` QA rows about author `a`; perturbed answers: the paraphrase with facts from `others`."
     check(1 <= qa_per_author <= len(QA_KINDS), f"qa_per_author must be in 1..{len(QA_KINDS)}, got {qa_per_author}.")
     rows = []
     for fields, q, pq, ans, pans in QA_KINDS[:qa_per_author]:
-        answer, perts = ans.format(**a), []
+        answer, para, perts = ans.format(**a), pans.format(**a), []
         for _ in range(1000):
             if len(perts) == n_pert: break
             o = rng.choice(others)
-            cand = ans.format(**{**a, **{f: o[f] for f in fields}})
-            if cand != answer and cand not in perts: perts.append(cand)
+            cand = pans.format(**{**a, **{f: o[f] for f in fields}})
+            if cand != para and cand != answer and cand not in perts: perts.append(cand)
         check(len(perts) == n_pert, f"could not build {n_pert} distinct perturbed answers for {q!r}.",
               "use more authors (n_authors).")
-        rows.append(dict(question=q.format(**a), answer=answer, paraphrased_answer=pans.format(**a),
+        rows.append(dict(question=q.format(**a), answer=answer, paraphrased_answer=para,
                          perturbed_answer=perts, paraphrased_question=pq.format(**a)))
     return rows
 
@@ -281,9 +281,11 @@ def make_tofu_mini(out_dir, seed: int = 0, n_authors: int = 200, qa_per_author: 
     return out_dir
 
 # %% ../nbs/01_data.ipynb #a2a58596
+TOFU_MINI_VERSION = 2   # bump when the generator's output changes: cached folders are keyed by it
+
 def tofu_mini_dir(seed: int = 0, n_authors: int = 200, qa_per_author: int = 20) -> Path:
     "Where `ensure_tofu_mini` keeps this variant."
-    return outputs_dir()/"data"/f"tofu_mini_seed{seed}_a{n_authors}_q{qa_per_author}"
+    return outputs_dir()/"data"/f"tofu_mini_v{TOFU_MINI_VERSION}_seed{seed}_a{n_authors}_q{qa_per_author}"
 
 def ensure_tofu_mini(seed: int = 0, n_authors: int = 200, qa_per_author: int = 20) -> Path:
     "The cached TOFU-mini folder for these settings (built atomically under a lock on first use)."

@@ -460,6 +460,10 @@ def reference_points(df: pd.DataFrame, runs_dir) -> dict:
             out.setdefault(m, {})["target model"] = (float(e0.model_utility.median()), float(e0.forget_quality.median()))
     return out
 
+def _spread(centre, lo, hi):
+    "Error-bar lengths [[below], [above]] of `centre` within [lo, hi]; never negative (a geometric mean of equal\n    values can differ from them in the last bit)."
+    return [[max(0.0, centre - lo)], [max(0.0, hi - centre)]]
+
 def fig_fq_mu(results_csv, runs_dir, fig_dir, name="fq_vs_mu") -> Path:
     "Forget quality (log) vs model utility per model; arrows base → BalDRO; retain/target marks."
     df = load_results(results_csv); t = method_table(df); refs = reference_points(df, runs_dir)
@@ -471,8 +475,8 @@ def fig_fq_mu(results_csv, runs_dir, fig_dir, name="fq_vs_mu") -> Path:
         g = t[t.model == m]
         for _, r in g.iterrows():
             c = col[r.objective]
-            ax.errorbar(r.mu_mean, r.fq_mean, xerr=[[r.mu_mean - r.mu_min], [r.mu_max - r.mu_mean]],
-                        yerr=[[r.fq_mean - r.fq_min], [r.fq_max - r.fq_mean]], fmt=_VAR_MARK[r.variant], color=c,
+            ax.errorbar(r.mu_mean, r.fq_mean, xerr=_spread(r.mu_mean, r.mu_min, r.mu_max),
+                        yerr=_spread(r.fq_mean, r.fq_min, r.fq_max), fmt=_VAR_MARK[r.variant], color=c,
                         mfc=c if r.variant == BASE else "white", ms=8, capsize=2, lw=0.8)
         for o, go in g.groupby("objective", observed=True):
             b = go[go.variant == BASE]
@@ -515,7 +519,7 @@ def fig_bars(results_csv, runs_dir, fig_dir, name="bars_by_objective") -> Path:
                     if not len(r) or not np.isfinite(r[f"{key}_mean"].iloc[0]): continue
                     r = r.iloc[0]; xx = x + (k - 1)*w; y = r[f"{key}_mean"]
                     ax.bar(xx, y, w*0.9, color=vcol[v], label=v if x == 0 else None)
-                    ax.errorbar(xx, y, yerr=[[y - r[f"{key}_min"]], [r[f"{key}_max"] - y]], color="black", lw=0.8, capsize=2)
+                    ax.errorbar(xx, y, yerr=_spread(y, r[f"{key}_min"], r[f"{key}_max"]), color="black", lw=0.8, capsize=2)
                     pts = u[(u.model == m) & (u.objective == o) & (u.variant == v)][col].dropna()
                     ax.plot([xx]*len(pts), pts, ".", color="black", ms=3)
             ax.set_xticks(range(len(objs)), objs); ax.set_ylabel(lab)

@@ -12,7 +12,7 @@ import torch
 import transformers
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from .core import BaldroError, check, seed_everything
+from .core import BaldroError, check, seed_everything, write_json
 from .data import QACollator
 from .objectives import OBJECTIVES, get_objective, token_nll, seq_stats, retain_nll, retain_kl, ForgetLoss
 from .reweighting import make_reweighting, group_select, take, weight_stats, Group, DV
@@ -266,7 +266,7 @@ class _StepLog(TrainerCallback):
                     per_sample_loss=[x for r in recs for x in r["per_sample_loss"]], weights=w, **weight_stats(w),
                     lr=self.tr.lr_scheduler.get_last_lr()[0] if self.tr.lr_scheduler is not None else None)
         self.tr.step_log.append(line)
-        if self.tr.steps_path is not None:
+        if self.tr.steps_path is not None and state.is_world_process_zero:   # one writer under DDP / ZeRO-3
             with open(self.tr.steps_path, "a") as f: f.write(json.dumps(line) + "\n")
 
 class UnlearnTrainer(Trainer):
@@ -312,8 +312,10 @@ def unlearn(model, tokenizer, forget_ds, retain_ds, method, out_dir, *, lr: floa
     check(pad_id is not None, "no pad token id.", "pass a tokenizer with a pad token (models.load_tokenizer) or pad_token_id=")
     seed_everything(seed)
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    steps = out / "steps.jsonl"; steps.write_text("")
-    (out / "method.json").write_text(json.dumps({**method.to_dict(), "ref": ref}, indent=2, sort_keys=True) + "\n")
+    steps = out / "steps.jsonl"
+    if int(os.environ.get("RANK", "0")) == 0: steps.write_text("")
+    if int(os.environ.get("RANK", "0")) == 0:   # under `accelerate launch` only the main process writes
+        write_json(out / "method.json", {**method.to_dict(), "ref": ref})
     collator = QACollator(pad_id)
     rw_hp = method.reweighting_hp
     cache = None

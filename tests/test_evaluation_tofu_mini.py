@@ -9,6 +9,7 @@ for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"): os.e
 finetune = pytest.importorskip("baldro_nb.finetune", reason="needs the tiny finetuned models (03_finetune)")
 
 MODEL = "tiny-llama"
+from baldro_nb.data import STUDY_SOURCE   # the embedded study's TOFU-mini (40 authors; forget01 = 20 QA)
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +17,7 @@ def models():
     from baldro_nb.models import get_spec, load_model, load_tokenizer
     out = {}
     for stage in ("full", "retain99"):
-        p = Path(finetune.ensure_tiny_finetuned(MODEL, stage))
+        p = Path(finetune.ensure_tiny_finetuned(MODEL, stage, source=STUDY_SOURCE))
         out[stage] = (load_model(str(p)).eval(), load_tokenizer(str(p)))
     return out, get_spec(MODEL).template
 
@@ -25,9 +26,10 @@ def test_forget_quality_and_utility_on_tofu_mini(models, tmp_path):
     from baldro_nb.evaluation import evaluate_tofu, make_retain_reference
     (m, tpl) = models
     retain, rtok = m["retain99"]; target, ttok = m["full"]
-    ref = make_retain_reference(retain, rtok, tpl, tmp_path/"retain", forget_split="forget01")
-    _, rs = evaluate_tofu(retain, rtok, tpl, forget_split="forget01", retain_logs=ref)
-    _, ts = evaluate_tofu(target, ttok, tpl, forget_split="forget01", retain_logs=ref, out_dir=tmp_path/"target")
+    ref = make_retain_reference(retain, rtok, tpl, tmp_path/"retain", source=STUDY_SOURCE, forget_split="forget01")
+    _, rs = evaluate_tofu(retain, rtok, tpl, source=STUDY_SOURCE, forget_split="forget01", retain_logs=ref)
+    _, ts = evaluate_tofu(target, ttok, tpl, source=STUDY_SOURCE, forget_split="forget01", retain_logs=ref,
+                          out_dir=tmp_path/"target")
     print(f"\nretain99 vs own log: FQ {rs['forget_quality']:.4g}  MU {rs['model_utility']:.4f}  "
           f"forget_Q_A_Prob {rs['forget_Q_A_Prob']:.4f}  forget_truth_ratio {rs['forget_truth_ratio']:.4f}")
     print(f"full (target):       FQ {ts['forget_quality']:.4g}  MU {ts['model_utility']:.4f}  "
