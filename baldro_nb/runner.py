@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_runner.ipynb #0f035be6
 from __future__ import annotations
-import argparse, csv, ctypes, fnmatch, io, itertools, json, math, os, re, signal, sys, tempfile, time
+import argparse, csv, ctypes, fnmatch, io, itertools, json, math, os, re, signal, subprocess, sys, tempfile, time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -532,21 +532,17 @@ def results_table(outputs, kind: str = "unlearn") -> str:
         return df[cols].to_string(index=False)
 
 def build_report(root, outputs, expected=None) -> Path | None:
-    "Execute nbs/report/report.ipynb with papermill (cwd nbs/report) and convert it to outputs/report/index.html."
-    root = Path(root); nb = root/"nbs/report/report.ipynb"
-    if not nb.exists(): print("no nbs/report/report.ipynb yet: report skipped."); return None
-    import papermill as pm
-    rep = Path(outputs)/"report"; rep.mkdir(parents=True, exist_ok=True)
-    declared = notebook_params(nb)
-    params = {"expected": os.path.relpath(expected, root/"nbs/report")} if expected and "expected" in declared else {}
-    cwd = os.getcwd(); os.chdir(root)
-    try:
-        out_nb = os.path.relpath(rep/"report.ipynb", root)
-        pm.execute_notebook("nbs/report/report.ipynb", out_nb, parameters=params, cwd="nbs/report",
-                            kernel_name="python3", progress_bar=False)
-        subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", out_nb, "--to", "html", "--no-input",
-                        "--embed-images", "--output", "index"], check=True, capture_output=True)
-    finally: os.chdir(cwd)
+    "Build outputs/report/index.html with `baldro_nb.report.build_report` (papermill, then nbconvert), in a child process."
+    root = Path(root)
+    if not (root/"nbs/report/report.ipynb").exists(): print("no nbs/report/report.ipynb yet: report skipped."); return None
+    rep = Path(outputs)/"report"
+    # a child process keeps the import graph one-way (report reads the runner's grids; the runner never imports report)
+    code = ("import sys; from baldro_nb.report import build_report; "
+            "build_report(sys.argv[1], sys.argv[2], sys.argv[3], expected=sys.argv[4] or None)")
+    r = subprocess.run([sys.executable, "-c", code, str(Path(outputs)/"results.csv"), str(Path(outputs)/"runs"), str(rep),
+                        str(expected or "")], cwd=root, capture_output=True, text=True)
+    check(r.returncode == 0, f"the report did not build: {r.stderr.strip()[-2000:]}",
+          "open outputs/report/report.ipynb to see the failing cell, or rerun `baldro study` after fixing it.")
     return rep/"index.html"
 
 def study(params="params/study_tiny.yaml", root=None, jobs: int | None = None, **kw) -> Path:
