@@ -374,6 +374,12 @@ def run_row(d: Path) -> dict | None:
     row.update(run_id=d.name, kind=st.get("kind", row.get("kind")), status="ok" if done else "error",
                wall_s=st.get("wall_s"), error=None if done else st.get("error"))
     if row.get("method") is None and row["kind"] == "unlearn": row["method"] = method_label(params)
+    if (d/"method.json").exists():   # the settings the run resolved (defaults included), where params left them out
+        m = read_json(d/"method.json"); hp = m.get("reweighting_hp") or {}
+        resolved = dict(compat=m.get("compat"), direction=hp.get("direction"), pool=hp.get("pool"),
+                        beta_dv=hp.get("beta") if m.get("reweighting") == "dv" else None, ratio=hp.get("ratio"))
+        for k, v in resolved.items():
+            if v is not None and row.get(k) in (None, ""): row[k] = v
     return row
 
 def collect(outputs) -> Path:
