@@ -562,6 +562,11 @@ def study(params="params/study_tiny.yaml", root=None, jobs: int | None = None, *
     st = run_grid(pfile, root=root, outputs=outputs, jobs=jobs, **kw)
     t_grid = time.time() - t0
     if kw.get("dry_run"): return outputs/"results.csv"
+    if Path(pfile).name == "study_tiny.yaml" and outputs == (root/"outputs").resolve():
+        # the foundation's acceptance table: greedy exact match (%) of the tiny-llama target and retain models
+        from baldro_nb.finetune import tiny_acceptance_table
+        print("greedy exact match (%), tiny-llama on tofu-mini:40:")
+        print(tiny_acceptance_table("tiny-llama").to_string())
     try: rep = build_report(root, outputs, expected=pfile)
     except Exception as e: rep = None; print(f"report failed: {type(e).__name__}: {e}")
     n_err = sum(s.get("status") == "error" for s in st)
