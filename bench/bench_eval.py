@@ -15,13 +15,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def target_model_dir(name):
-    "The finetuned tiny target if the finetune module can build it, else the random base."
-    try:
-        from baldro_nb.finetune import ensure_tiny_finetuned
-    except ImportError:
-        from baldro_nb.models import ensure_tiny_base
-        return ensure_tiny_base(name), "base (random; finetune module not available)"
-    return Path(ensure_tiny_finetuned(name, "full")), "full (finetuned target)"
+    "The finetuned tiny target of the embedded study (built once, ~2 min, if not cached)."
+    from baldro_nb.data import STUDY_SOURCE
+    from baldro_nb.finetune import ensure_tiny_finetuned
+    return Path(ensure_tiny_finetuned(name, "full", source=STUDY_SOURCE)), f"full (finetuned target, {STUDY_SOURCE})"
 
 
 def main():
@@ -29,6 +26,8 @@ def main():
     ap.add_argument("--model", default="tiny-llama"); ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2); ap.add_argument("--forget-split", default="forget01")
     ap.add_argument("--max-new-tokens", type=int, default=200); ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--source", default="tofu-mini", help="evaluation data: tofu-mini (200 authors: TOFU's sizes, "
+                    "forget01 40 + retain_perturbed 400 + ra 106 + wf 110) or tofu-mini:40 (the study's)")
     a = ap.parse_args()
     import torch
     torch.set_num_threads(a.threads)
@@ -38,11 +37,11 @@ def main():
     tok = load_tokenizer(str(path)); model = load_model(str(path)).eval()
     calls = {"n": 0}
     model.get_decoder().register_forward_hook(lambda m, i, o: calls.__setitem__("n", calls["n"] + 1))
-    print(f"model {a.model} [{what}], {a.forget_split} + retain + ra + wf, batch {a.batch_size}, {a.threads} threads, "
+    print(f"model {a.model} [{what}], data {a.source}: {a.forget_split} + retain + ra + wf, batch {a.batch_size}, {a.threads} threads, "
           f"max_new_tokens {a.max_new_tokens}", flush=True)
     for r in range(a.repeat):
         calls["n"] = 0; stats2 = {}; t0 = time.time()
-        _, summary = evaluate_tofu(model, tok, get_spec(a.model).template, forget_split=a.forget_split,
+        _, summary = evaluate_tofu(model, tok, get_spec(a.model).template, source=a.source, forget_split=a.forget_split,
                                    batch_size=a.batch_size, max_new_tokens=a.max_new_tokens, stats=stats2)
         print(f"evaluation {r + 1}{' (incl. loading + tokenising TOFU-mini)' if r == 0 else ' (cached encodings)'}: "
               f"{time.time() - t0:.1f} s [encode {stats2['encode_s']:.1f} s, score {stats2['score_s']:.1f} s, "

@@ -16,6 +16,6 @@ for f in "$cfg" "$nb" "$params"; do [ -e "$f" ] || { echo "error: $f does not ex
 mkdir -p "$out"
 rel_out=$(python -c "import os,sys; print(os.path.relpath(sys.argv[1], 'nbs'))" "$out")
 papermill --prepare-only "$nb" "$out/run.ipynb" -f "$params" -p out_dir "$rel_out" --cwd nbs -k python3 --no-progress-bar
-jupyter nbconvert --to script "$out/run.ipynb" --output run --log-level WARN
-echo "papermill --prepare-only $nb $out/run.ipynb -f $params -p out_dir $rel_out --cwd nbs -k python3 && jupyter nbconvert --to script $out/run.ipynb --output run && (cd nbs && accelerate launch --config_file ../$cfg $* ../$out/run.py)" > "$out/command.txt"
+jupyter nbconvert --to python "$out/run.ipynb" --output run --log-level WARN
+echo "papermill --prepare-only $nb $out/run.ipynb -f $params -p out_dir $rel_out --cwd nbs -k python3 && jupyter nbconvert --to python $out/run.ipynb --output run && (cd nbs && accelerate launch --config_file ../$cfg $* ../$out/run.py)" > "$out/command.txt"
 cd nbs && exec accelerate launch --config_file "../$cfg" "$@" "../$out/run.py"
