@@ -17,10 +17,10 @@ from .core import (BaldroError, check, atomic_write, write_json, read_json, writ
                             repo_root, set_offline, capture_env, file_lock)
 
 # %% auto #0
-__all__ = ['RESERVED', 'RETAIN_OF', 'KINDS', 'OBJECTIVE_NAMES', 'NAME_CHECKS', 'RESULT_COLUMNS', 'FIXTURE_GRID', 'SHOW',
-           'expand_subgrid', 'expand_grid', 'retain_stage', 'model_rel', 'retain_log_rel', 'Kind', 'artefact_path',
-           'artefact_name', 'eval_source', 'method_label', 'resolve_run', 'notebook_params', 'validate',
-           'make_fixture_nb', 'plan', 'run_paths', 'papermill_command', 'scrub_paths', 'publish_artefacts',
+__all__ = ['RESERVED', 'RETAIN_OF', 'KINDS', 'OBJECTIVE_NAMES', 'NAME_CHECKS', 'KERNEL_START_FAILURE', 'RESULT_COLUMNS',
+           'FIXTURE_GRID', 'SHOW', 'expand_subgrid', 'expand_grid', 'retain_stage', 'model_rel', 'retain_log_rel',
+           'Kind', 'artefact_path', 'artefact_name', 'eval_source', 'method_label', 'resolve_run', 'notebook_params',
+           'validate', 'make_fixture_nb', 'plan', 'run_paths', 'papermill_command', 'scrub_paths', 'publish_artefacts',
            'execute_run', 'run_row', 'collect', 'kernel_env', 'load_runs', 'run_grid', 'make_fixture_project',
            'results_table', 'build_report', 'study', 'main']
 
@@ -316,6 +316,8 @@ def publish_artefacts(run: dict, run_dir, outputs) -> list:
     return made
 
 # %% ../nbs/08_runner.ipynb #229105e9
+KERNEL_START_FAILURE = re.compile(r"Kernel died before replying to kernel_info|Kernel didn't respond in \d+ seconds")
+
 def execute_run(run: dict, root, outputs, env: dict | None = None, timeout: float | None = None) -> dict:
     "Run one resolved run in this process (papermill with cwd `nbs/`); returns its status dict."
     import papermill as pm
@@ -337,10 +339,14 @@ def execute_run(run: dict, root, outputs, env: dict | None = None, timeout: floa
         with open(d/"kernel.log", "ab") as klog:
             os.dup2(klog.fileno(), 2)
             try:
-                pm.execute_notebook(P["input"], P["output"], parameters=params, cwd="nbs", kernel_name="python3",
-                                    progress_bar=False, log_output=False, execution_timeout=timeout)
-            except pm.PapermillExecutionError as e: err = f"{e.ename}: {e.evalue}"
-            except Exception as e: err = f"{type(e).__name__}: {e}"
+                for attempt in (1, 2):   # a kernel that dies while starting (a ZMQ start-up race) gets one more try
+                    err = None
+                    try:
+                        pm.execute_notebook(P["input"], P["output"], parameters=params, cwd="nbs", kernel_name="python3",
+                                            progress_bar=False, log_output=False, execution_timeout=timeout)
+                    except pm.PapermillExecutionError as e: err = f"{e.ename}: {e.evalue}"
+                    except Exception as e: err = f"{type(e).__name__}: {e}"
+                    if not (err and KERNEL_START_FAILURE.search(err)): break
             finally: os.dup2(saved, 2); os.close(saved)
         st["wall_s"] = round(time.time() - t0, 2)
         out_nb = root/P["output"]
