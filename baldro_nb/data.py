@@ -356,7 +356,7 @@ class Template:
     asst_start_tag: str = ""
     max_length: int = 512
 
-def _chat_ids(tokenizer, template: Template, question: str, answer: str | None):
+def _chat_ids(tokenizer, template: Template, question: str, answer: str | None, prompt: list[int] | None = None):
     chat = ([{"role": "system", "content": template.system_prompt}] if template.system_prompt else []) + \
            [{"role": "user", "content": question}]
     kw = {}
@@ -365,14 +365,14 @@ def _chat_ids(tokenizer, template: Template, question: str, answer: str | None):
     def ids(msgs, gen):
         out = tokenizer.apply_chat_template(msgs, tokenize=True, add_generation_prompt=gen, **kw)
         return list(out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out)
-    prompt = ids(chat, True)
+    prompt = ids(chat, True) if prompt is None else list(prompt)
     full = ids(chat + [{"role": "assistant", "content": answer}], False) if answer is not None else None
     return prompt, full
 
-def _manual_ids(tokenizer, template: Template, question: str, answer: str | None):
+def _manual_ids(tokenizer, template: Template, question: str, answer: str | None, prompt: list[int] | None = None):
     wrapped = template.user_start_tag + question + template.user_end_tag + template.asst_start_tag
     kw = dict(add_special_tokens=True, max_length=template.max_length, truncation=True)
-    prompt = tokenizer(wrapped, **kw).input_ids
+    prompt = tokenizer(wrapped, **kw).input_ids if prompt is None else prompt
     full = tokenizer(wrapped + answer, **kw).input_ids if answer is not None else None
     return list(prompt), (list(full) if full is not None else None)
 
@@ -381,10 +381,12 @@ def encode_prompt(tokenizer, template: Template, question: str) -> list[int]:
     f = _chat_ids if template.apply_chat_template else _manual_ids
     return f(tokenizer, template, question, None)[0]
 
-def encode_qa(tokenizer, template: Template, question: str, answer: str, predict_with_generate: bool = False) -> dict:
+def encode_qa(tokenizer, template: Template, question: str, answer: str, predict_with_generate: bool = False,
+              prompt_ids: list[int] | None = None) -> dict:
     "Reference QA encoding: `input_ids`, `labels` (prompt positions = -100), `attention_mask`."
+    # `prompt_ids`: `encode_prompt(tokenizer, template, question)` when the caller already has it (one question, many answers)
     f = _chat_ids if template.apply_chat_template else _manual_ids
-    prompt, ids = f(tokenizer, template, question, answer)
+    prompt, ids = f(tokenizer, template, question, answer, prompt_ids)
     eos = tokenizer.eos_token_id
     if ids[-1] != eos: ids = ids + [eos]
     if predict_with_generate: inp, labels = prompt, list(ids)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .core import BaldroError, check, read_json, write_json
-from .data import IGNORE_INDEX, Template, encode_qa, load_tofu
+from .data import IGNORE_INDEX, Template, encode_qa, encode_prompt, load_tofu
 from .gibberish import gibberish_scores
 
 # %% auto #0
@@ -243,14 +243,15 @@ def encode_eval_set(name, config, tokenizer, template, source=None, question_key
     dec = lambda ids: tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True)
     es = EncodedSet(name, config, rows, [], [], [])
     for i, r in enumerate(rows):
-        g = encode_qa(tokenizer, template, r[qk], r["answer"], predict_with_generate=True)
+        p = encode_prompt(tokenizer, template, r[qk])     # once per question, shared by its answer variants
+        g = encode_qa(tokenizer, template, r[qk], r["answer"], predict_with_generate=True, prompt_ids=p)
         es.prompts.append(list(g["input_ids"])); inp = dec(g["input_ids"])
         es.inputs.append(inp); es.ground_truth.append(dec(g["labels"]).replace(inp, "").strip())
         variants = [("answer", 0, r["answer"])]
         if name in ("forget", "retain"): variants.append(("para", 0, r["paraphrased_answer"]))
         variants += [("pert", k, a) for k, a in enumerate(r["perturbed_answer"])]
         for v, k, a in variants:
-            e = encode_qa(tokenizer, template, r[qk], a)
+            e = encode_qa(tokenizer, template, r[qk], a, prompt_ids=p)
             st = next((j for j, l in enumerate(e["labels"]) if l != IGNORE_INDEX), len(e["labels"]))
             es.seqs.append(list(e["input_ids"])); es.starts.append(st); es.keys.append((i, v, k))
     _ENC_CACHE[key] = (tokenizer, es)

@@ -11,7 +11,7 @@ from .core import BaldroError, check, write_json, read_json, outputs_dir, stable
 from .data import (load_tofu, check_config, GENERAL_CONFIGS, QADataset, QACollator, encode_prompt, Template,
                             FORGET_PCTS, STUDY_SOURCE, TOFU_HUB_ID)
 from .models import (get_spec, MODELS, load_model, load_tokenizer, save_tokenizer, ensure_tiny_base,
-                              stage_dir, build_atomically, resolve_model_path)
+                              TINY_TOKENIZER_VERSION, stage_dir, build_atomically, resolve_model_path)
 
 # %% auto #0
 __all__ = ['STAGES', 'REAL_RECIPE', 'TINY_RECIPE', 'EM_SPLITS', 'ACCEPTANCE', 'training_rows', 'answer_token_loss', 'finetune',
@@ -162,13 +162,14 @@ def ensure_tiny_finetuned(name: str, stage: str, seed: int = 0, source=None, **o
     if key: d = d.with_name(f"{d.name}_{key}")
     if overrides: d = d.with_name(f"{d.name}_{stable_hash(overrides)}")
     recipe = {**TINY_RECIPE, **overrides}
+    stamp = {**recipe, "tokenizer_version": TINY_TOKENIZER_VERSION}   # what the cached folder must have been built with
     saved = d/"recipe.json"
-    if (d/"DONE").exists() and (not saved.exists() or read_json(saved) != recipe):
-        with file_lock(d.parent/f".{d.name}.lock"):   # built with another recipe: rebuild
-            if (d/"DONE").exists() and (not saved.exists() or read_json(saved) != recipe): shutil.rmtree(d)
+    if (d/"DONE").exists() and (not saved.exists() or read_json(saved) != stamp):
+        with file_lock(d.parent/f".{d.name}.lock"):   # built with another recipe or tokenizer: rebuild
+            if (d/"DONE").exists() and (not saved.exists() or read_json(saved) != stamp): shutil.rmtree(d)
     def build(tmp):
         finetune(name, stage, tmp, source=source, seed=seed, init=str(ensure_tiny_base(name, seed)), **recipe)
-        write_json(Path(tmp)/"recipe.json", recipe)
+        write_json(Path(tmp)/"recipe.json", stamp)
     return build_atomically(d, build)
 
 # %% ../nbs/03_finetune.ipynb #fc181ef8

@@ -13,8 +13,9 @@ from .data import Template, encode_qa, encode_prompt, ensure_tofu_mini, tofu_min
 
 # %% auto #0
 __all__ = ['CHAT_TEMPLATES', 'FAMILY_TOKENS', 'TINY_ARCH', 'MODELS', 'REAL_MODELS', 'TINY_MODELS', 'TINY_VOCAB',
-           'family_special_tokens', 'ModelSpec', 'get_spec', 'build_tiny_tokenizer', 'save_tokenizer', 'load_tokenizer',
-           'stage_dir', 'build_atomically', 'ensure_tiny_base', 'resolve_model_path', 'load_model']
+           'TINY_TOKENIZER_VERSION', 'family_special_tokens', 'ModelSpec', 'get_spec', 'build_tiny_tokenizer',
+           'save_tokenizer', 'load_tokenizer', 'stage_dir', 'build_atomically', 'ensure_tiny_base',
+           'fast_attention_masks', 'resolve_model_path', 'load_model']
 
 # %% ../nbs/02_models.ipynb #9d5172b8
 CHAT_TEMPLATES = {
@@ -123,9 +124,14 @@ def _corpus() -> list[str]:
             texts += [r["question"], r["answer"]] + [r[k] for k in ("paraphrased_answer", "paraphrased_question") if k in r]
             texts += r.get("perturbed_answer", [])
     texts += [" ".join(wordfreq.top_n_list("en", 3000)[i:i + 50]) for i in range(0, 3000, 50)]
-    texts += ["Cutting Knowledge Date: December 2023\nToday Date: 10 Apr 2025\n\nYou are a helpful assistant.",
-              "system\nuser\nassistant\n"]
-    return texts
+    return texts + list(_BOILERPLATE) * 300
+
+# the chat templates' fixed text: role names, blank lines, the Llama-3 date header, the default system prompt
+# (never a text ending in a blank line: a learnt "\n\n" token at the end of a prompt would not be a prefix of the
+# prompt + answer encoding, where the byte-level pre-tokeniser splits "\n\nAnswer" as "\n" + "\n" + "Answer")
+_BOILERPLATE = ("system\n\nCutting Knowledge Date: December 2023\nToday Date: 10 Apr 2025\n\nYou are a helpful assistant.",
+                "Today Date: 26 Jul 2024", "system\nYou are a helpful assistant.", "system", "user", "assistant")
+TINY_TOKENIZER_VERSION = 2   # 1: boilerplate seen once (the Llama-3 header was ~45 tokens); 2: weighted
 
 def build_tiny_tokenizer(family: str, vocab_size: int = TINY_VOCAB):
     "A `PreTrainedTokenizerFast` for `family`: byte-level BPE on TOFU-mini + common words, real special tokens."
@@ -211,6 +217,11 @@ def ensure_tiny_base(name: str, seed: int = 0) -> Path:
     from transformers import AutoModelForCausalLM
     spec = get_spec(name)
     check(spec.is_tiny, f"{name} is not a tiny model.", f"use one of {', '.join(TINY_MODELS)}.")
+    d = stage_dir(name, "base", seed)
+    if (d/"DONE").exists() and read_json(d/"spec.json").get("tokenizer_version") != TINY_TOKENIZER_VERSION:
+        with file_lock(d.parent/f".{d.name}.lock"):   # built with an older tokenizer: rebuild (finetunes follow)
+            if (d/"DONE").exists() and read_json(d/"spec.json").get("tokenizer_version") != TINY_TOKENIZER_VERSION:
+                shutil.rmtree(d)
     def build(d):
         tok = build_tiny_tokenizer(spec.family)
         if tok.pad_token_id is None: tok.pad_token = tok.eos_token
@@ -218,8 +229,56 @@ def ensure_tiny_base(name: str, seed: int = 0) -> Path:
         model = AutoModelForCausalLM.from_config(_tiny_config(spec, tok))
         model.save_pretrained(d); save_tokenizer(tok, d)
         write_json(d/"spec.json", {"name": name, "family": spec.family, "seed": seed, "tiny": spec.tiny,
+                                   "tokenizer_version": TINY_TOKENIZER_VERSION,
                                    "n_params": sum(p.numel() for p in model.parameters())})
-    return build_atomically(stage_dir(name, "base", seed), build)
+    return build_atomically(d, build)
+
+# %% ../nbs/02_models.ipynb #f4a1c002
+_ORIG_MASKS: dict = {}
+
+def _broadcast_sdpa_mask(batch_size, cache_position, kv_length, kv_offset=0, mask_function=None, attention_mask=None,
+                         local_size=None, allow_is_causal_skip=True, **kwargs):
+    "transformers' `sdpa_mask` (boolean, True = attend) computed by broadcasting instead of `vmap`."
+    import torch
+    from transformers import masking_utils as mu
+    mask_function = mask_function or mu.causal_mask_function
+    q_length = cache_position.shape[0]
+    padding_mask = mu.prepare_padding_mask(attention_mask, kv_length, kv_offset, _slice=False)
+    if allow_is_causal_skip and mu._ignore_causal_mask_sdpa(padding_mask, q_length, kv_length, kv_offset, local_size):
+        return None
+    fn = mask_function if padding_mask is None else mu.and_masks(mask_function, mu.padding_mask_function(padding_mask))
+    dev = cache_position.device
+    kv = torch.arange(kv_length, device=dev) + kv_offset
+    b = torch.arange(batch_size, device=dev).view(-1, 1, 1, 1)
+    try:
+        m = fn(b, torch.zeros((1, 1, 1, 1), dtype=torch.long, device=dev), cache_position.view(1, 1, -1, 1),
+               kv.view(1, 1, 1, -1))
+        m = torch.as_tensor(m, dtype=torch.bool, device=dev)
+    except Exception:   # a mask function that needs per-element calls: transformers' own builder
+        return _ORIG_MASKS["sdpa"](batch_size=batch_size, cache_position=cache_position, kv_length=kv_length,
+                                   kv_offset=kv_offset, mask_function=mask_function, attention_mask=attention_mask,
+                                   local_size=local_size, allow_is_causal_skip=allow_is_causal_skip, **kwargs)
+    return m.expand(batch_size, 1, q_length, kv_length).contiguous()
+
+def _broadcast_eager_mask(batch_size, cache_position, kv_length, kv_offset=0, mask_function=None, attention_mask=None,
+                          dtype=None, **kwargs):
+    "transformers' `eager_mask` (0 = attend, dtype minimum = masked) from the broadcast boolean mask."
+    import torch
+    kwargs.pop("allow_is_causal_skip", None); kwargs.pop("allow_torch_fix", None)
+    dtype = dtype or torch.float32
+    m = _broadcast_sdpa_mask(batch_size, cache_position, kv_length, kv_offset, mask_function, attention_mask,
+                             allow_is_causal_skip=False, **kwargs)
+    return torch.where(m, torch.tensor(0.0, device=m.device, dtype=dtype), torch.finfo(dtype).min)
+
+def fast_attention_masks(enable: bool = True) -> bool:
+    "Register (or with `enable=False` restore) vmap-free `eager`/`sdpa` mask builders; True when active."
+    try: from transformers.masking_utils import AttentionMaskInterface
+    except ImportError: return False                           # transformers < 4.53: masks are built another way
+    reg = AttentionMaskInterface._global_mapping
+    if not _ORIG_MASKS: _ORIG_MASKS.update(sdpa=reg["sdpa"], eager=reg["eager"])
+    if enable: AttentionMaskInterface.register("sdpa", _broadcast_sdpa_mask); AttentionMaskInterface.register("eager", _broadcast_eager_mask)
+    else: AttentionMaskInterface.register("sdpa", _ORIG_MASKS["sdpa"]); AttentionMaskInterface.register("eager", _ORIG_MASKS["eager"])
+    return reg["sdpa"] is _broadcast_sdpa_mask
 
 # %% ../nbs/02_models.ipynb #8bfc0cf2
 _DTYPES = ("float32", "bfloat16", "float16")
@@ -233,10 +292,11 @@ def resolve_model_path(name_or_path) -> str:
 
 def load_model(name_or_path, dtype: str = "float32", attn_implementation: str = "eager",
                gradient_checkpointing: bool = False, lora: dict | None = None, load_in_4bit: bool = False,
-               device: str | None = None):
-    "A causal LM with the study's options (dtype, attention, grad checkpointing, LoRA, 4-bit)."
+               device: str | None = None, fast_masks: bool = True):
+    "A causal LM with the study's options (dtype, attention, grad checkpointing, LoRA, 4-bit, vmap-free masks)."
     import importlib.util, torch
     from transformers import AutoModelForCausalLM
+    if fast_masks: fast_attention_masks()
     check(dtype in _DTYPES, f"dtype must be one of {_DTYPES}, got {dtype!r}.")
     check(attn_implementation in _ATTN, f"attn_implementation must be one of {_ATTN}, got {attn_implementation!r}.")
     path = resolve_model_path(name_or_path)

@@ -22,7 +22,7 @@ __all__ = ['RESERVED', 'RETAIN_OF', 'KINDS', 'OBJECTIVE_NAMES', 'NAME_CHECKS', '
            'Kind', 'artefact_path', 'artefact_name', 'eval_source', 'method_label', 'resolve_run', 'notebook_params',
            'validate', 'make_fixture_nb', 'plan', 'run_paths', 'papermill_command', 'scrub_paths', 'publish_artefacts',
            'execute_run', 'run_row', 'collect', 'kernel_env', 'load_runs', 'run_grid', 'make_fixture_project',
-           'results_table', 'build_report', 'study', 'main']
+           'results_table', 'build_report', 'acceptance_from_runs', 'acceptance_report', 'study', 'main']
 
 # %% ../nbs/08_runner.ipynb #850738e3
 RESERVED = ("kind", "notebook", "defaults", "axes", "include", "exclude", "name")
@@ -557,6 +557,31 @@ def build_report(root, outputs, expected=None) -> Path | None:
           "open outputs/report/report.ipynb to see the failing cell, or rerun `baldro study` after fixing it.")
     return rep/"index.html"
 
+_ROLES = {"full": "target", "retain99": "retain"}
+
+def acceptance_from_runs(outputs):
+    "Greedy exact match (%) of the finetune runs' target / retain99 models (rows `<model> target|retain`), or None."
+    import pandas as pd
+    from baldro_nb.finetune import EM_SPLITS
+    rows = {}
+    for d in sorted(Path(outputs, "runs").glob("finetune__*")):
+        if not ((d/"metrics.json").exists() and (d/"params.yaml").exists()): continue
+        prm, em = read_yaml(d/"params.yaml"), read_json(d/"metrics.json").get("exact_match", {})
+        role = _ROLES.get(prm.get("stage"))
+        if role and all(s in em for s in EM_SPLITS): rows[f"{prm['model']} {role}"] = {s: em[s] for s in EM_SPLITS}
+    return pd.DataFrame.from_dict(rows, orient="index")[list(EM_SPLITS)] if rows else None
+
+def acceptance_report(tab) -> str:
+    "The table and, per model with both a target and a retain row, the acceptance bars it misses."
+    from baldro_nb.finetune import acceptance_failures
+    lines = [tab.to_string()]
+    for m in dict.fromkeys(i.rsplit(" ", 1)[0] for i in tab.index):
+        if {f"{m} target", f"{m} retain"} <= set(tab.index):
+            sub = tab.loc[[f"{m} target", f"{m} retain"]].set_axis(["target", "retain"])
+            bad = acceptance_failures(sub)
+            lines.append(f"{m}: " + ("every acceptance bar met" if not bad else "MISSES " + "; ".join(bad)))
+    return "\n".join(lines)
+
 def study(params="params/study_tiny.yaml", root=None, jobs: int | None = None, **kw) -> Path:
     "The whole embedded study: grid → results.csv → report; prints the time and the table."
     t0 = time.time()
@@ -568,11 +593,8 @@ def study(params="params/study_tiny.yaml", root=None, jobs: int | None = None, *
     st = run_grid(pfile, root=root, outputs=outputs, jobs=jobs, **kw)
     t_grid = time.time() - t0
     if kw.get("dry_run"): return outputs/"results.csv"
-    if Path(pfile).name == "study_tiny.yaml" and outputs == (root/"outputs").resolve():
-        # the foundation's acceptance table: greedy exact match (%) of the tiny-llama target and retain models
-        from baldro_nb.finetune import tiny_acceptance_table
-        print("greedy exact match (%), tiny-llama on tofu-mini:40:")
-        print(tiny_acceptance_table("tiny-llama").to_string())
+    tab = acceptance_from_runs(outputs)   # the foundation's acceptance table, from the finetune runs' metrics
+    if tab is not None: print("greedy exact match (%) of the finetuned models:\n" + acceptance_report(tab))
     try: rep = build_report(root, outputs, expected=pfile)
     except Exception as e: rep = None; print(f"report failed: {type(e).__name__}: {e}")
     n_err = sum(s.get("status") == "error" for s in st)
