@@ -203,6 +203,7 @@ def build_atomically(dest: Path, build) -> Path:
     with file_lock(dest.parent/f".{dest.name}.lock"):
         if done.exists(): return dest
         tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+        um = os.umask(0); os.umask(um); os.chmod(tmp, 0o777 & ~um)   # mkdtemp's 0700 would hide a shared cache
         try:
             build(tmp); atomic_write(tmp/"DONE", "")
             if dest.exists(): shutil.rmtree(dest)

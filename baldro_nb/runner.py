@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_runner.ipynb #0f035be6
 from __future__ import annotations
-import argparse, csv, ctypes, fnmatch, io, itertools, json, math, os, re, signal, subprocess, sys, tempfile, time
+import argparse, csv, ctypes, fnmatch, io, itertools, json, math, os, re, shutil, signal, subprocess, sys, tempfile, time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -18,11 +18,12 @@ from .core import (BaldroError, check, atomic_write, write_json, read_json, writ
 
 # %% auto #0
 __all__ = ['RESERVED', 'RETAIN_OF', 'KINDS', 'OBJECTIVE_NAMES', 'NAME_CHECKS', 'KERNEL_START_FAILURE', 'RESULT_COLUMNS',
-           'FIXTURE_GRID', 'SHOW', 'expand_subgrid', 'expand_grid', 'retain_stage', 'model_rel', 'retain_log_rel',
-           'Kind', 'artefact_path', 'artefact_name', 'eval_source', 'method_label', 'resolve_run', 'notebook_params',
-           'validate', 'make_fixture_nb', 'plan', 'run_paths', 'papermill_command', 'scrub_paths', 'publish_artefacts',
-           'execute_run', 'run_row', 'collect', 'kernel_env', 'load_runs', 'run_grid', 'make_fixture_project',
-           'results_table', 'build_report', 'acceptance_from_runs', 'acceptance_report', 'study', 'main']
+           'FORK_PRELOAD', 'FIXTURE_GRID', 'SHOW', 'expand_subgrid', 'expand_grid', 'retain_stage', 'model_rel',
+           'retain_log_rel', 'Kind', 'artefact_path', 'artefact_name', 'eval_source', 'method_label', 'resolve_run',
+           'notebook_params', 'validate', 'make_fixture_nb', 'plan', 'run_paths', 'papermill_command', 'scrub_paths',
+           'publish_artefacts', 'execute_run', 'run_row', 'collect', 'kernel_env', 'fork_server_main', 'ForkServer',
+           'fork_kernel', 'warm_kernel_manager', 'load_runs', 'run_grid', 'make_fixture_project', 'results_table',
+           'build_report', 'acceptance_from_runs', 'acceptance_report', 'study', 'main']
 
 # %% ../nbs/08_runner.ipynb #850738e3
 RESERVED = ("kind", "notebook", "defaults", "axes", "include", "exclude", "name")
@@ -342,8 +343,9 @@ def execute_run(run: dict, root, outputs, env: dict | None = None, timeout: floa
                 for attempt in (1, 2):   # a kernel that dies while starting (a ZMQ start-up race) gets one more try
                     err = None
                     try:
+                        warm = {"kernel_manager_class": warm_kernel_manager()} if os.environ.get("BALDRO_FORK_SERVER") else {}
                         pm.execute_notebook(P["input"], P["output"], parameters=params, cwd="nbs", kernel_name="python3",
-                                            progress_bar=False, log_output=False, execution_timeout=timeout)
+                                            progress_bar=False, log_output=False, execution_timeout=timeout, **warm)
                     except pm.PapermillExecutionError as e: err = f"{e.ename}: {e.evalue}"
                     except Exception as e: err = f"{type(e).__name__}: {e}"
                     if not (err and KERNEL_START_FAILURE.search(err)): break
@@ -414,13 +416,18 @@ def kernel_env(jobs: int) -> dict:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
     return env
 
-def _local_levels(levels, root, outputs, jobs, timeout, on_done):
+def _local_levels(levels, root, outputs, jobs, timeout, on_done, warm_kernels: bool = False):
     from baldro_nb import runner as R  # pickled by reference: the exported module, not a notebook namespace
     env = kernel_env(jobs)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=R._die_with_parent) as ex:
-        for level in levels:
-            futs = [ex.submit(R.execute_run, r, str(root), str(outputs), env, timeout) for r in level]
-            for f in as_completed(futs): on_done(f.result())
+    srv = R.ForkServer(env, cwd=Path(root)/"nbs") if warm_kernels and os.environ.get("BALDRO_WARM_KERNELS") != "0" else None
+    if srv and srv.ready(): env = {**env, "BALDRO_FORK_SERVER": srv.path}   # not ready in 2 min: cold kernels
+    try:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=R._die_with_parent) as ex:
+            for level in levels:
+                futs = [ex.submit(R.execute_run, r, str(root), str(outputs), env, timeout) for r in level]
+                for f in as_completed(futs): on_done(f.result())
+    finally:
+        if srv: srv.stop()
 
 def _slurm_levels(levels, root, outputs, jobs, timeout, on_done, cluster="slurm", partition=None, gpus=1,
                   time_min=240, cpus=None, mem_gb=None):
@@ -445,6 +452,122 @@ def _slurm_levels(levels, root, outputs, jobs, timeout, on_done, cluster="slurm"
                 except Exception as e: on_done({"run_id": "?", "status": "error", "error": f"{type(e).__name__}: {e}"})
             time.sleep(0.5)
 
+# %% ../nbs/08_runner.ipynb #a7f0c102
+FORK_PRELOAD = ("torch", "transformers", "datasets", "baldro_nb.data", "baldro_nb.models", "baldro_nb.finetune",
+                "baldro_nb.training", "baldro_nb.evaluation", "baldro_nb.runner", "rouge_score.rouge_scorer",
+                "ipykernel.kernelapp")
+
+def _fork_child(srv, conn, req: dict, fds: list[int]):
+    "In the forked child: become the kernel papermill asked for (never returns)."
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        srv.close(); conn.close()
+        os.setsid(); _die_with_parent()                          # own process group (for interrupts); dies with the server
+        nul = os.open(os.devnull, os.O_RDONLY); os.dup2(nul, 0); os.close(nul)
+        for fd, target in zip(fds, (1, 2)): os.dup2(fd, target); os.close(fd)
+        os.chdir(req["cwd"]); os.environ.clear(); os.environ.update(req["env"])
+        # ipykernel's parent poller (exit when the server dies); its default was read from the server's environment
+        argv = [*req["argv"], f"--IPKernelApp.parent_handle={os.getppid()}"]
+        os.environ["JPY_PARENT_PID"] = str(os.getppid())
+        sys.argv = [sys.executable, "-m", "ipykernel_launcher", *argv]
+        from ipykernel.kernelapp import IPKernelApp
+        IPKernelApp.launch_instance(argv=argv)
+    finally: os._exit(0)
+
+def fork_server_main(path: str, preload=FORK_PRELOAD):
+    "The fork server: import `preload`, listen on the unix socket `path`, fork one kernel per request."
+    import importlib, socket
+    _die_with_parent()
+    for m in preload:
+        try: importlib.import_module(m)
+        except Exception as e: print(f"fork server: could not preload {m}: {e}", file=sys.stderr)
+    def reap(*_):
+        while True:
+            try: pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError: return
+            if pid == 0: return
+    signal.signal(signal.SIGCHLD, reap)
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); srv.bind(path); srv.listen(64)
+    atomic_write(path + ".ready", str(os.getpid()))
+    while True:
+        conn, _ = srv.accept()
+        try:
+            msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 2)
+            sys.stdout.flush(); sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0: _fork_child(srv, conn, json.loads(msg), fds)
+            for fd in fds: os.close(fd)
+            conn.send(json.dumps({"pid": pid}).encode())
+        except Exception as e: print(f"fork server: request failed: {e}", file=sys.stderr)
+        finally: conn.close()
+
+class ForkServer:
+    "A running fork server (`start`), its socket `path`, `ready(timeout)`, `fork(...)` and `stop()`."
+    def __init__(self, env: dict | None = None, cwd=None, preload=FORK_PRELOAD):
+        self.dir = Path(tempfile.mkdtemp(prefix="baldro-fork-")); self.path = str(self.dir/"s")
+        code = "import sys; from baldro_nb.runner import fork_server_main; fork_server_main(sys.argv[1], tuple(sys.argv[2:]))"
+        self.proc = subprocess.Popen([sys.executable, "-c", code, self.path, *preload], env={**os.environ, **(env or {})},
+                                     cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    def ready(self, timeout: float = 120) -> bool:
+        t0 = time.time()
+        while time.time() - t0 < timeout and self.proc.poll() is None:
+            if Path(self.path + ".ready").exists(): return True
+            time.sleep(0.1)
+        return Path(self.path + ".ready").exists()
+    def stop(self):
+        if self.proc.poll() is None: self.proc.terminate()
+        try: self.proc.wait(10)
+        except subprocess.TimeoutExpired: self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+def fork_kernel(path: str, argv: list[str], env: dict, cwd: str) -> int:
+    "Ask the fork server at `path` for a kernel (`argv`: ipykernel's arguments); returns its pid."
+    import socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+        s.settimeout(30); s.connect(path)
+        socket.send_fds(s, [json.dumps({"argv": list(argv), "env": dict(env), "cwd": str(cwd)}).encode()], [1, 2])
+        return int(json.loads(s.recv(4096))["pid"])
+
+class _Forked:
+    "A `Popen`-like handle on a forked kernel (the fork server is its parent: liveness is read from /proc)."
+    def __init__(self, pid: int): self.pid, self.returncode, self.stdin, self.stdout, self.stderr = pid, None, None, None, None
+    def poll(self):
+        if self.returncode is None:
+            try: alive = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+            except (OSError, IndexError): alive = False
+            if not alive: self.returncode = 0
+        return self.returncode
+    def wait(self, timeout=None):
+        t0 = time.time()
+        while self.poll() is None:
+            if timeout is not None and time.time() - t0 > timeout: raise subprocess.TimeoutExpired(str(self.pid), timeout)
+            time.sleep(0.05)
+        return self.returncode
+    def send_signal(self, sig):
+        try: os.kill(self.pid, sig)
+        except ProcessLookupError: pass
+    def kill(self): self.send_signal(signal.SIGKILL)
+    def terminate(self): self.send_signal(signal.SIGTERM)
+
+@lru_cache(None)
+def warm_kernel_manager():
+    "An `AsyncKernelManager` that forks `ipykernel_launcher` kernels from `$BALDRO_FORK_SERVER` (else starts them as usual)."
+    from jupyter_client.manager import AsyncKernelManager
+    class WarmKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            path = os.environ.get("BALDRO_FORK_SERVER")
+            if path and "ipykernel_launcher" in kernel_cmd and Path(path + ".ready").exists():
+                try: pid = fork_kernel(path, kernel_cmd[kernel_cmd.index("ipykernel_launcher") + 1:],
+                                       kw.get("env") or os.environ, kw.get("cwd") or os.getcwd())
+                except (OSError, ValueError, KeyError): pid = None
+                if pid:
+                    p = self.provisioner
+                    p.process = _Forked(pid); p.pid = p.pgid = pid; p.cwd = kw.get("cwd")
+                    self._reconcile_connection_info(p.connection_info)
+                    return
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+    return WarmKernelManager
+
 # %% ../nbs/08_runner.ipynb #2dec6881
 def load_runs(path_or_spec) -> list[dict]:
     "Resolved runs of a params file (path) or an already-loaded spec (dict)."
@@ -467,7 +590,8 @@ def _with_needs(selected, runs):
     return list(out.values())
 
 def run_grid(params, root=None, outputs=None, jobs: int = 1, executor: str = "local", only: str | None = None,
-             dry_run: bool = False, timeout: float | None = None, progress: bool = True, **slurm) -> list[dict]:
+             dry_run: bool = False, timeout: float | None = None, progress: bool = True, warm_kernels: bool = False,
+             **slurm) -> list[dict]:
     "Validate, order and execute every run of `params`; rebuild results.csv after each run."
     from tqdm.auto import tqdm
     root = Path(root or repo_root()).resolve()
@@ -492,7 +616,7 @@ def run_grid(params, root=None, outputs=None, jobs: int = 1, executor: str = "lo
         statuses.append(st); collect(outputs); bar.update(1)
         if st.get("status") == "error": bar.write(f"FAILED {st['run_id']}: {st.get('error')}")
     try:
-        if executor == "local": _local_levels(todo, root, outputs, max(1, jobs), timeout, on_done)
+        if executor == "local": _local_levels(todo, root, outputs, max(1, jobs), timeout, on_done, warm_kernels)
         elif executor in ("slurm", "submitit-local"):
             _slurm_levels(todo, root, outputs, jobs, timeout, on_done, cluster="local" if executor == "submitit-local" else "slurm", **slurm)
         else: raise BaldroError(f"unknown executor {executor!r}. Fix: use local, slurm or submitit-local.")
@@ -590,6 +714,7 @@ def study(params="params/study_tiny.yaml", root=None, jobs: int | None = None, *
     set_offline()
     jobs = jobs or max(1, min(2, os.cpu_count() or 1))
     pfile = root/params if not Path(params).is_absolute() else Path(params)
+    kw.setdefault("warm_kernels", True)   # one fork server: each run's kernel starts with torch & co. imported
     st = run_grid(pfile, root=root, outputs=outputs, jobs=jobs, **kw)
     t_grid = time.time() - t0
     if kw.get("dry_run"): return outputs/"results.csv"
@@ -616,8 +741,11 @@ def _parser():
         p.add_argument("--partition", default=None); p.add_argument("--gpus", type=int, default=1)
         p.add_argument("--time", type=int, default=240, help="SLURM time limit per run, minutes")
     r = sub.add_parser("run", help="run a params file (grid or single run)"); r.add_argument("params"); common(r)
+    r.add_argument("--warm-kernels", action="store_true",
+                   help="local executor: fork each run's kernel from one server that imported torch & co. once")
     s = sub.add_parser("study", help="the whole embedded study (params/study_tiny.yaml + report)")
     s.add_argument("--params", default="params/study_tiny.yaml"); common(s)
+    s.add_argument("--cold-kernels", action="store_true", help="start every run's kernel from scratch (no fork server)")
     sub.add_parser("collect", help="rebuild outputs/results.csv from the run folders")
     sub.add_parser("list", help="list run folders and their status")
     return ap
@@ -634,7 +762,8 @@ def main(argv=None) -> int:
                 s = "done" if (d/"metrics.json").exists() else st.get("status", "incomplete")
                 print(f"{s:10s} {st.get('wall_s', ''):>8} {d.name}")
             return 0
-        kw = dict(executor=a.executor, only=a.only, dry_run=a.dry_run, timeout=a.timeout)
+        kw = dict(executor=a.executor, only=a.only, dry_run=a.dry_run, timeout=a.timeout,
+                  warm_kernels=not a.cold_kernels if a.cmd == "study" else a.warm_kernels)
         if a.executor == "slurm": kw |= dict(partition=a.partition, gpus=a.gpus, time_min=a.time)
         if a.cmd == "study":
             study(a.params, root=root, jobs=a.jobs, **kw); st = None
