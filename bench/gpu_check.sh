@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# One-shot GPU check, run from the repository root on the lent GPU machine (no network), with the carried ignored
+# folders .whl (py3.12 wheels of our pinned transformers 4.57.6, huggingface_hub 0.36.2, tokenizers 0.22.2, datasets,
+# dill, multiprocess, rouge-score, nltk, defusedxml, fsspec, peft) and .gpudata (outputs/ copy: TOFU-mini 40 authors,
+# the finetuned tiny-llama target, its retain log; reference.json = the study's stored CPU results).
+#   run: command "bash bench/gpu_check.sh", carry [".whl", ".gpudata"], timeout_s 540 (the script stops itself by ~470 s)
+# Writes $OUT/gpu_check.log, $OUT/smoke_1b.json, $OUT/gpu_e2e.json, $OUT/smoke_8b.json. Without CUDA (a local
+# simulation) it runs the CPU configurations instead (tiny smoke, e2e on CPU) and skips the 8B smoke.
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit 1
+
+set +e
+set -o pipefail
+OUT=${OUT:-/tmp/gpu_check_out}; mkdir -p "$OUT"; LOG=$OUT/gpu_check.log; : > "$LOG"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export HF_HOME=/tmp/hf_home HF_DATASETS_CACHE=/tmp/hf_home/datasets
+BUDGET=${GPU_CHECK_BUDGET_S:-420}   # seconds for everything after the install; each step gets min(its cap, what is left)
+T0=$SECONDS; STATUS=""
+
+step() {  # step NAME CAP_SECONDS COMMAND...
+  local name=$1 cap=$2; shift 2
+  local left=$((BUDGET - (SECONDS - T0) - 5)); local lim=$(( cap < left ? cap : left ))
+  if [ "$lim" -lt 15 ]; then echo "### SKIP $name: time budget spent" | tee -a "$LOG"; STATUS="$STATUS $name=skipped"; return; fi
+  echo "### [$((SECONDS - T0))s] $name (timeout ${lim}s): $*" | tee -a "$LOG"
+  local s=$SECONDS
+  timeout -k 10 "$lim" "$@" 2>&1 | tee -a "$LOG"; local rc=$?
+  [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ] && echo "### $name TIMED OUT" | tee -a "$LOG"
+  echo "### [$((SECONDS - T0))s] $name: rc=$rc in $((SECONDS - s))s" | tee -a "$LOG"
+  STATUS="$STATUS $name=$rc"
+}
+
+echo "### gpu_check start $(date -u +%FT%TZ) in $PWD; PYTHONPATH=$PYTHONPATH; wheels: $(ls .whl | tr '\n' ' ')" | tee -a "$LOG"
+
+# 1. the machine and the versions actually imported (ours from /tmp/site must shadow the image's)
+step nvidia-smi 30 nvidia-smi
+step nvidia-smi-query 30 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv
+step versions 90 python3 - <<'EOF'
+import sys, importlib, torch
+print("python", sys.version.split()[0], sys.executable)
+print("torch", torch.__version__, "cuda build", torch.version.cuda, "cuda available", torch.cuda.is_available(),
+      "device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+      "capability", torch.cuda.get_device_capability(0) if torch.cuda.is_available() else None)
+bad = []
+for m in ("transformers", "tokenizers", "huggingface_hub", "datasets", "accelerate", "peft", "safetensors", "numpy",
+          "pandas", "pyarrow", "fsspec", "dill", "multiprocess", "nltk", "rouge_score", "defusedxml", "scipy", "yaml"):
+    try:
+        mod = importlib.import_module(m); print(f"{m:16s} {getattr(mod, '__version__', '?'):14s} {mod.__file__}")
+    except Exception as e:
+        bad.append(m); print(f"{m:16s} IMPORT FAILED: {type(e).__name__}: {e}")
+for m in ("rouge_score.rouge_scorer", "nltk.stem.porter", "baldro_nb.data", "baldro_nb.models", "baldro_nb.training",
+          "baldro_nb.evaluation", "baldro_nb.runner", "transformers.trainer"):
+    try: importlib.import_module(m); print("import ok:", m)
+    except Exception as e: bad.append(m); print(f"import FAILED: {m}: {type(e).__name__}: {e}")
+import transformers, huggingface_hub, tokenizers
+ok = (transformers.__version__ == "4.57.6" and huggingface_hub.__version__ == "0.36.2" and tokenizers.__version__.startswith("0.22."))
+print("pinned versions in use:", ok)
+sys.exit(1 if bad or not ok else 0)
+EOF
+
+HAS_CUDA=$(python3 -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null)
+echo "### CUDA available: ${HAS_CUDA:-?}" | tee -a "$LOG"
+
+# the outputs/ copy the tiny e2e reads (BALDRO_OUTPUTS): outside the working tree, writable
+rm -rf /tmp/baldro_outputs && cp -r .gpudata/outputs /tmp/baldro_outputs
+export BALDRO_OUTPUTS=/tmp/baldro_outputs
+
+if [ "$HAS_CUDA" = "1" ]; then
+  # 2. Llama-3.2-1B-sized random model, bf16 sdpa
+  step smoke_1b 150 python3 bench/gpu_smoke.py --json "$OUT/smoke_1b.json"
+  # 3. the tiny study end to end (CPU vs CUDA evaluation, unlearning on CUDA) -- before the 8B smoke, the step most
+  #    likely to run out of memory or time on an H100
+  step tiny_e2e 240 python3 bench/gpu_tiny_e2e.py --device cuda --outputs /tmp/baldro_outputs \
+       --reference .gpudata/reference.json --json "$OUT/gpu_e2e.json"
+  # 2b. 8B-sized random model (bf16 weights + grads + AdamW states + a live reference copy: ~75 GiB before activations)
+  step smoke_8b 200 env PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True python3 bench/gpu_smoke.py --arch llama-3.1-8b --batch 2 --grad-ckpt --steps 3 --json "$OUT/smoke_8b.json"
+else
+  echo "### no CUDA: CPU simulation (tiny smoke, e2e on CPU, no 8B)" | tee -a "$LOG"
+  step smoke_tiny_cpu 120 python3 bench/gpu_smoke.py --arch tiny --device cpu --steps 2 --json "$OUT/smoke_1b.json"
+  step tiny_e2e 420 python3 bench/gpu_tiny_e2e.py --device cpu --outputs /tmp/baldro_outputs --methods BalDRO-DV+NPO \
+       --reference .gpudata/reference.json --json "$OUT/gpu_e2e.json"
+fi
+
+echo "### steps (rc):$STATUS; total $((SECONDS - T0))s after the install; files in \$OUT: $(ls "$OUT" | tr '\n' ' ')" | tee -a "$LOG"
+echo "GPU CHECK DONE" | tee -a "$LOG"
