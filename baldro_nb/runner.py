@@ -419,7 +419,9 @@ def kernel_env(jobs: int) -> dict:
 def _local_levels(levels, root, outputs, jobs, timeout, on_done, warm_kernels: bool = False):
     from baldro_nb import runner as R  # pickled by reference: the exported module, not a notebook namespace
     env = kernel_env(jobs)
-    srv = R.ForkServer(env, cwd=Path(root)/"nbs") if warm_kernels and os.environ.get("BALDRO_WARM_KERNELS") != "0" else None
+    # Linux only: elsewhere forking a process that imported torch is not safe (macOS's Objective-C runtime)
+    warm = warm_kernels and sys.platform.startswith("linux") and os.environ.get("BALDRO_WARM_KERNELS") != "0"
+    srv = R.ForkServer(env, cwd=Path(root)/"nbs") if warm else None
     if srv and srv.ready(): env = {**env, "BALDRO_FORK_SERVER": srv.path}   # not ready in 2 min: cold kernels
     try:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=R._die_with_parent) as ex:
@@ -533,8 +535,13 @@ class _Forked:
     def __init__(self, pid: int): self.pid, self.returncode, self.stdin, self.stdout, self.stderr = pid, None, None, None, None
     def poll(self):
         if self.returncode is None:
-            try: alive = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-            except (OSError, IndexError): alive = False
+            if Path("/proc/self/stat").exists():                  # Linux: a zombie (exited, not yet reaped) is dead
+                try: alive = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+                except (OSError, IndexError): alive = False
+            else:
+                try: os.kill(self.pid, 0); alive = True
+                except ProcessLookupError: alive = False
+                except PermissionError: alive = True
             if not alive: self.returncode = 0
         return self.returncode
     def wait(self, timeout=None):
