@@ -39,20 +39,34 @@ def _write(p, spec):
     p.write_text(yaml.safe_dump(spec)); return p
 
 
-def test_sigkill_then_resume_every_run_exactly_once(proj):
+def _fork_servers():
+    "pids of running fork servers (runner.fork_server_main) and of the kernels forked from them (same command line)."
+    out = []
+    for d in Path("/proc").glob("[0-9]*"):
+        try: cmd = (d/"cmdline").read_bytes()
+        except OSError: continue
+        if b"fork_server_main" in cmd: out.append(int(d.name))
+    return out
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["cold-kernels", "warm-kernels"])
+def test_sigkill_then_resume_every_run_exactly_once(proj, warm):
     out = proj/"outputs"; grid = _write(proj/"grid.yaml", _grid(n_unlearn=6, sleep=1.5))
-    p = subprocess.Popen([BALDRO, "run", str(grid), "--jobs", "1"], cwd=proj, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
+    p = subprocess.Popen([BALDRO, "run", str(grid), "--jobs", "1"] + (["--warm-kernels"] if warm else []), cwd=proj,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     t0 = time.time()
     while time.time() - t0 < 240:  # wait until the grid is half-way through the unlearning runs
         done = list((out/"runs").glob("unlearn__*/metrics.json")) if (out/"runs").exists() else []
         if len(done) >= 2: break
         assert p.poll() is None, "runner ended before it could be killed"
         time.sleep(0.2)
+    servers = _fork_servers()
+    assert bool(servers) == warm
     os.kill(p.pid, signal.SIGKILL); p.wait()
     finished_before = {d.parent.name for d in (out/"runs").glob("*/metrics.json")}
     assert 5 <= len(finished_before) < 9  # 3 producers + ≥2 unlearning, not all 9
     time.sleep(2)  # the killed worker dies with its parent (PR_SET_PDEATHSIG); its kernel follows
+    assert not set(servers) & set(_fork_servers())  # the fork server and its kernels died with the runner
     r = subprocess.run([BALDRO, "run", str(grid)], cwd=proj, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "already finished: skipped" in r.stdout
