@@ -332,7 +332,10 @@ def execute_run(run: dict, root, outputs, env: dict | None = None, timeout: floa
         params = {**run["params"], "out_dir": P["out_dir"]}
         write_yaml(d/"params.yaml", params)
         write_json(d/"env.json", capture_env(root))
-        atomic_write(d/"command.txt", papermill_command(run, root, outputs) + "\n")
+        # the thread count the kernel gets (OMP_NUM_THREADS when several jobs share the cores) changes float sums in
+        # the last digits: the printed command sets it too, so that it reproduces the metrics exactly
+        thr = os.environ.get("OMP_NUM_THREADS")
+        atomic_write(d/"command.txt", (f"OMP_NUM_THREADS={thr} " if thr else "") + papermill_command(run, root, outputs) + "\n")
         st = {"run_id": run["run_id"], "kind": run["kind"], "notebook": run["notebook"], "status": "running"}
         write_json(d/"status.json", st)
         t0, err = time.time(), None

@@ -113,9 +113,11 @@ def test_command_txt_reproduces_the_run(proj):
     d = next((out/"runs").glob("unlearn__*"))
     before = json.loads((d/"metrics.json").read_text())
     (d/"metrics.json").unlink()
-    cmd = (d/"command.txt").read_text().split()
+    words = (d/"command.txt").read_text().split()
+    env = dict(w.split("=", 1) for w in words if re.fullmatch(r"[A-Z_]+=\S*", w))   # e.g. OMP_NUM_THREADS=1
+    cmd = words[len(env):]; assert cmd[0] == "papermill"
     subprocess.run([str(Path(sys.executable).with_name("papermill")), *cmd[1:], "--no-progress-bar"], cwd=proj,
-                   check=True, capture_output=True)
+                   check=True, capture_output=True, env={**os.environ, **env})
     assert json.loads((d/"metrics.json").read_text()) == before
 
 
