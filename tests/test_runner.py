@@ -216,3 +216,18 @@ def test_experiment_parameters_cells_parse_completely(name):
     assigned = [l.split("=")[0].split(":")[0].strip() for l in cell.source.splitlines() if re.match(r"^\w+\s*(:[^=]*)?=", l)]
     assert sorted(pm.inspect_notebook(str(nbp))) == sorted(assigned)
     assert "out_dir" in assigned
+
+
+def test_cell_timeout_in_a_warm_kernel_is_an_error_row_and_leaves_no_process(proj):
+    "A run that outlives --timeout in a forked kernel: interrupted and killed through the fork path, recorded, grid goes on."
+    spec = _grid(n_unlearn=1)
+    spec["grid"][-1]["include"] = [{"objective": "NPO", "seed": 7, "sleep": 30.0}]
+    t0 = time.time()
+    st = R.run_grid(spec, root=proj, jobs=2, progress=False, warm_kernels=True, timeout=4)
+    assert time.time() - t0 < 120
+    by = {s["run_id"]: s for s in st}
+    slow = [s for rid, s in by.items() if "__7__" in rid][0]
+    assert slow["status"] == "error" and "CellTimeoutError" in slow["error"]
+    assert sum(s["status"] == "ok" for s in st) == len(st) - 1
+    time.sleep(1)
+    assert not _fork_servers()
