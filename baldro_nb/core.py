@@ -13,9 +13,9 @@ import numpy as np
 import yaml
 
 # %% auto #0
-__all__ = ['HF_OFFLINE_VARS', 'ENV_PACKAGES', 'BaldroError', 'check', 'seed_everything', 'atomic_write', 'write_json',
-           'read_json', 'write_yaml', 'read_yaml', 'stable_hash', 'run_id', 'repo_root', 'outputs_dir', 'set_offline',
-           'git_info', 'capture_env', 'file_lock']
+__all__ = ['HF_OFFLINE_VARS', 'ENV_PACKAGES', 'BaldroError', 'check', 'seed_everything', 'usual_mode', 'atomic_write',
+           'write_json', 'read_json', 'write_yaml', 'read_yaml', 'stable_hash', 'run_id', 'repo_root', 'outputs_dir',
+           'set_offline', 'git_info', 'capture_env', 'file_lock']
 
 # %% ../nbs/00_core.ipynb #78973064
 class BaldroError(ValueError):
@@ -37,13 +37,17 @@ def seed_everything(seed: int = 0, deterministic: bool = False) -> int:
     return int(seed)
 
 # %% ../nbs/00_core.ipynb #c2184dbe
+def usual_mode(mode: int = 0o666) -> int:
+    "`mode` less the process umask: what `open`/`mkdir` would give (`mkstemp`/`mkdtemp` give 0600/0700 instead)."
+    um = os.umask(0); os.umask(um)
+    return mode & ~um
+
 def atomic_write(path, data: str | bytes) -> Path:
     "Write `data` to `path` through a temp file + rename, creating parent folders."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0); os.umask(umask)
     try:
-        os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600 files; give written files the usual permissions
+        os.chmod(tmp, usual_mode(0o666))   # mkstemp makes 0600 files; give written files the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)

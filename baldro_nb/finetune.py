@@ -4,10 +4,10 @@
 
 # %% ../nbs/03_finetune.ipynb #af865e0f
 from __future__ import annotations
-import json, math, os, re, resource, shutil, time, tempfile
+import json, math, os, re, resource, time, tempfile
 from pathlib import Path
 
-from .core import BaldroError, check, write_json, read_json, outputs_dir, stable_hash, seed_everything, set_offline, file_lock
+from .core import BaldroError, check, write_json, read_json, outputs_dir, stable_hash, seed_everything, set_offline
 from .data import (load_tofu, check_config, GENERAL_CONFIGS, QADataset, QACollator, encode_prompt, Template,
                             FORGET_PCTS, STUDY_SOURCE, TOFU_HUB_ID)
 from .models import (get_spec, MODELS, load_model, load_tokenizer, save_tokenizer, ensure_tiny_base,
@@ -163,14 +163,12 @@ def ensure_tiny_finetuned(name: str, stage: str, seed: int = 0, source=None, **o
     if overrides: d = d.with_name(f"{d.name}_{stable_hash(overrides)}")
     recipe = {**TINY_RECIPE, **overrides}
     stamp = {**recipe, "tokenizer_version": TINY_TOKENIZER_VERSION}   # what the cached folder must have been built with
-    saved = d/"recipe.json"
-    if (d/"DONE").exists() and (not saved.exists() or read_json(saved) != stamp):
-        with file_lock(d.parent/f".{d.name}.lock"):   # built with another recipe or tokenizer: rebuild
-            if (d/"DONE").exists() and (not saved.exists() or read_json(saved) != stamp): shutil.rmtree(d)
     def build(tmp):
         finetune(name, stage, tmp, source=source, seed=seed, init=str(ensure_tiny_base(name, seed)), **recipe)
         write_json(Path(tmp)/"recipe.json", stamp)
-    return build_atomically(d, build)
+    # built with another recipe or tokenizer: rebuilt
+    current = lambda d: (d/"recipe.json").exists() and read_json(d/"recipe.json") == stamp
+    return build_atomically(d, build, current)
 
 # %% ../nbs/03_finetune.ipynb #fc181ef8
 EM_SPLITS = ("full", "forget01", "retain99", "real_authors_perturbed", "world_facts_perturbed")

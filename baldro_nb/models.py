@@ -8,7 +8,8 @@ import json, os, shutil, tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .core import BaldroError, check, atomic_write, outputs_dir, file_lock, write_json, read_json, set_offline
+from .core import (BaldroError, check, atomic_write, outputs_dir, file_lock, write_json, read_json, set_offline,
+                            usual_mode)
 from .data import Template, encode_qa, encode_prompt, ensure_tofu_mini, tofu_mini_rows, IGNORE_INDEX
 
 # %% auto #0
@@ -131,7 +132,7 @@ def _corpus() -> list[str]:
 # prompt + answer encoding, where the byte-level pre-tokeniser splits "\n\nAnswer" as "\n" + "\n" + "Answer")
 _BOILERPLATE = ("system\n\nCutting Knowledge Date: December 2023\nToday Date: 10 Apr 2025\n\nYou are a helpful assistant.",
                 "Today Date: 26 Jul 2024", "system\nYou are a helpful assistant.", "system", "user", "assistant")
-TINY_TOKENIZER_VERSION = 2   # 1: boilerplate seen once (the Llama-3 header was ~45 tokens); 2: weighted
+TINY_TOKENIZER_VERSION = 2   # 1: boilerplate seen once (the Llama-3 header was 46 tokens); 2: weighted
 
 def build_tiny_tokenizer(family: str, vocab_size: int = TINY_VOCAB):
     "A `PreTrainedTokenizerFast` for `family`: byte-level BPE on TOFU-mini + common words, real special tokens."
@@ -195,15 +196,16 @@ def stage_dir(name: str, stage: str, seed: int = 0) -> Path:
     "`outputs/models/<name>/<stage>` (seed 0) or `.../<stage>_seed<seed>`."
     return outputs_dir()/"models"/name/(stage if seed == 0 else f"{stage}_seed{seed}")
 
-def build_atomically(dest: Path, build) -> Path:
-    "Run `build(tmp_dir)` and rename the result to `dest` under a lock, unless `dest` is complete already."
+def build_atomically(dest: Path, build, current=None) -> Path:
+    "Run `build(tmp_dir)` and rename the result to `dest` under a lock, unless `dest` is complete (and `current(dest)`)."
     dest = Path(dest); done = dest/"DONE"
-    if done.exists(): return dest
+    ok = lambda: done.exists() and (current is None or current(dest))   # a stale folder (another recipe...) is rebuilt
+    if ok(): return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(dest.parent/f".{dest.name}.lock"):
-        if done.exists(): return dest
+        if ok(): return dest
         tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
-        um = os.umask(0); os.umask(um); os.chmod(tmp, 0o777 & ~um)   # mkdtemp's 0700 would hide a shared cache
+        os.chmod(tmp, usual_mode(0o777))   # mkdtemp's 0700 would hide a shared cache
         try:
             build(tmp); atomic_write(tmp/"DONE", "")
             if dest.exists(): shutil.rmtree(dest)
@@ -218,11 +220,6 @@ def ensure_tiny_base(name: str, seed: int = 0) -> Path:
     from transformers import AutoModelForCausalLM
     spec = get_spec(name)
     check(spec.is_tiny, f"{name} is not a tiny model.", f"use one of {', '.join(TINY_MODELS)}.")
-    d = stage_dir(name, "base", seed)
-    if (d/"DONE").exists() and read_json(d/"spec.json").get("tokenizer_version") != TINY_TOKENIZER_VERSION:
-        with file_lock(d.parent/f".{d.name}.lock"):   # built with an older tokenizer: rebuild (finetunes follow)
-            if (d/"DONE").exists() and read_json(d/"spec.json").get("tokenizer_version") != TINY_TOKENIZER_VERSION:
-                shutil.rmtree(d)
     def build(d):
         tok = build_tiny_tokenizer(spec.family)
         if tok.pad_token_id is None: tok.pad_token = tok.eos_token
@@ -232,7 +229,9 @@ def ensure_tiny_base(name: str, seed: int = 0) -> Path:
         write_json(d/"spec.json", {"name": name, "family": spec.family, "seed": seed, "tiny": spec.tiny,
                                    "tokenizer_version": TINY_TOKENIZER_VERSION,
                                    "n_params": sum(p.numel() for p in model.parameters())})
-    return build_atomically(d, build)
+    # built with an older tokenizer: rebuilt (and the finetunes follow, their stamp names the version)
+    current = lambda d: read_json(d/"spec.json").get("tokenizer_version") == TINY_TOKENIZER_VERSION
+    return build_atomically(stage_dir(name, "base", seed), build, current)
 
 # %% ../nbs/02_models.ipynb #f4a1c002
 _ORIG_MASKS: dict = {}

@@ -507,7 +507,7 @@ def fork_server_main(path: str, preload=FORK_PRELOAD):
         finally: conn.close()
 
 class ForkServer:
-    "A running fork server (`start`), its socket `path`, `ready(timeout)`, `fork(...)` and `stop()`."
+    "Start a fork server (`fork_server_main` in a child process); its socket `path`, `ready(timeout)`, `stop()`."
     def __init__(self, env: dict | None = None, cwd=None, preload=FORK_PRELOAD):
         self.dir = Path(tempfile.mkdtemp(prefix="baldro-fork-")); self.path = str(self.dir/"s")
         code = "import sys; from baldro_nb.runner import fork_server_main; fork_server_main(sys.argv[1], tuple(sys.argv[2:]))"
@@ -536,9 +536,10 @@ def fork_kernel(path: str, argv: list[str], env: dict, cwd: str) -> int:
 class _Forked:
     "A `Popen`-like handle on a forked kernel (the fork server is its parent: liveness is read from /proc)."
     def __init__(self, pid: int): self.pid, self.returncode, self.stdin, self.stdout, self.stderr = pid, None, None, None, None
+    _proc = Path("/proc/self/stat").exists()
     def poll(self):
         if self.returncode is None:
-            if Path("/proc/self/stat").exists():                  # Linux: a zombie (exited, not yet reaped) is dead
+            if self._proc:                                         # Linux: a zombie (exited, not yet reaped) is dead
                 try: alive = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
                 except (OSError, IndexError): alive = False
             else:

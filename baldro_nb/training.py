@@ -313,9 +313,8 @@ def unlearn(model, tokenizer, forget_ds, retain_ds, method, out_dir, *, lr: floa
     seed_everything(seed)
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     steps = out / "steps.jsonl"
-    if int(os.environ.get("RANK", "0")) == 0: steps.write_text("")
     if int(os.environ.get("RANK", "0")) == 0:   # under `accelerate launch` only the main process writes
-        write_json(out / "method.json", {**method.to_dict(), "ref": ref})
+        steps.write_text(""); write_json(out / "method.json", {**method.to_dict(), "ref": ref})
     collator = QACollator(pad_id)
     rw_hp = method.reweighting_hp
     cache = None
