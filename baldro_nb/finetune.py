@@ -11,7 +11,8 @@ from .core import BaldroError, check, write_json, read_json, outputs_dir, stable
 from .data import (load_tofu, check_config, GENERAL_CONFIGS, QADataset, QACollator, encode_prompt, Template,
                             FORGET_PCTS, STUDY_SOURCE, TOFU_HUB_ID)
 from .models import (get_spec, MODELS, load_model, load_tokenizer, save_tokenizer, ensure_tiny_base,
-                              TINY_TOKENIZER_VERSION, stage_dir, build_atomically, resolve_model_path)
+                              TINY_TOKENIZER_VERSION, stage_dir, build_atomically, resolve_model_path,
+                              config_chat_template)
 
 # %% auto #0
 __all__ = ['STAGES', 'REAL_RECIPE', 'TINY_RECIPE', 'EM_SPLITS', 'ACCEPTANCE', 'training_rows', 'answer_token_loss', 'finetune',
@@ -168,7 +169,9 @@ def ensure_tiny_finetuned(name: str, stage: str, seed: int = 0, source=None, **o
         write_json(Path(tmp)/"recipe.json", stamp)
     # built with another recipe or tokenizer: rebuilt
     current = lambda d: (d/"recipe.json").exists() and read_json(d/"recipe.json") == stamp
-    return build_atomically(d, build, current)
+    d = build_atomically(d, build, current)
+    config_chat_template(d)   # a folder cached before save_tokenizer kept the template in the config
+    return d
 
 # %% ../nbs/03_finetune.ipynb #fc181ef8
 EM_SPLITS = ("full", "forget01", "retain99", "real_authors_perturbed", "world_facts_perturbed")

@@ -15,8 +15,8 @@ from .data import Template, encode_qa, encode_prompt, ensure_tofu_mini, tofu_min
 # %% auto #0
 __all__ = ['CHAT_TEMPLATES', 'FAMILY_TOKENS', 'TINY_ARCH', 'MODELS', 'REAL_MODELS', 'TINY_MODELS', 'TINY_VOCAB',
            'TINY_TOKENIZER_VERSION', 'family_special_tokens', 'ModelSpec', 'get_spec', 'build_tiny_tokenizer',
-           'save_tokenizer', 'load_tokenizer', 'stage_dir', 'build_atomically', 'ensure_tiny_base',
-           'fast_attention_masks', 'resolve_model_path', 'load_model']
+           'save_tokenizer', 'config_chat_template', 'load_tokenizer', 'stage_dir', 'build_atomically',
+           'ensure_tiny_base', 'fast_attention_masks', 'resolve_model_path', 'load_model']
 
 # %% ../nbs/02_models.ipynb #9d5172b8
 CHAT_TEMPLATES = {
@@ -158,11 +158,30 @@ def build_tiny_tokenizer(family: str, vocab_size: int = TINY_VOCAB):
     return tok
 
 def save_tokenizer(tok, path) -> Path:
-    "Save `tok` and write `tokenizer_class` explicitly into its tokenizer_config.json."
-    path = Path(path); tok.save_pretrained(path)
+    "Save `tok` with its chat template inside tokenizer_config.json and `tokenizer_class` named explicitly."
+    path = Path(path)
+    # the template goes into tokenizer_config.json (the only place older transformers, e.g. open-unlearning's 4.45.1,
+    # read it), not into chat_template.jinja, which newer versions write by default
+    tok.save_pretrained(path, save_jinja_files=False)
+    for f in (path/"chat_template.jinja", path/"chat_templates"):   # left by an older save: it would win when loading
+        if f.is_dir(): shutil.rmtree(f)
+        elif f.exists(): f.unlink()
     cfg = read_json(path/"tokenizer_config.json"); cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    t = tok.chat_template
+    if t is not None and "chat_template" not in cfg:   # a transformers that ignored save_jinja_files
+        cfg["chat_template"] = t if isinstance(t, str) else [{"name": k, "template": v} for k, v in t.items()]
     write_json(path/"tokenizer_config.json", cfg)
     return path
+
+def config_chat_template(path) -> bool:
+    "Copy an older save's chat_template.jinja into tokenizer_config.json (atomically) if the config lacks it; changed?"
+    path = Path(path); f, jf = path/"tokenizer_config.json", path/"chat_template.jinja"
+    if not (f.exists() and jf.exists()): return False
+    cfg = read_json(f)
+    if "chat_template" in cfg: return False
+    cfg["chat_template"] = jf.read_text(encoding="utf-8")   # the .jinja stays: identical, and newer versions prefer it
+    write_json(f, cfg)
+    return True
 
 # %% ../nbs/02_models.ipynb #5ce10219
 def load_tokenizer(name_or_path, spec: ModelSpec | None = None):
@@ -231,7 +250,9 @@ def ensure_tiny_base(name: str, seed: int = 0) -> Path:
                                    "n_params": sum(p.numel() for p in model.parameters())})
     # built with an older tokenizer: rebuilt (and the finetunes follow, their stamp names the version)
     current = lambda d: read_json(d/"spec.json").get("tokenizer_version") == TINY_TOKENIZER_VERSION
-    return build_atomically(stage_dir(name, "base", seed), build, current)
+    d = build_atomically(stage_dir(name, "base", seed), build, current)
+    config_chat_template(d)   # a folder cached before save_tokenizer kept the template in the config
+    return d
 
 # %% ../nbs/02_models.ipynb #f4a1c002
 _ORIG_MASKS: dict = {}
