@@ -132,8 +132,10 @@ def retain_nll(nll, mask, reduction: str = "token") -> torch.Tensor:
     S = (nll * mask).sum(-1)
     return S.sum() / mask.sum().clamp(min=1) if reduction == "token" else S.mean()
 
-def retain_kl(logits, ref_logits) -> torch.Tensor:
-    "Reference retain KL: `Σ_{positions} KL(p_ref ‖ p_θ) / (B·T)` over every position (prompt and padding too)."
+def retain_kl(logits, ref_logits, mask: torch.Tensor | None = None) -> torch.Tensor:
+    "Retain KL(p_ref ‖ p_θ): mean over every position (`mask=None`, the reference) or over the answer positions of `mask`."
+    if mask is not None:   # `mask` [B, T-1] as from `token_nll`: position t predicts label t+1
+        logits, ref_logits = logits[:, :-1][mask], ref_logits[:, :-1][mask]
     lp = F.log_softmax(logits.float(), -1).reshape(-1, logits.size(-1))
     lq = F.log_softmax(ref_logits.float(), -1).reshape(-1, logits.size(-1))
     return F.kl_div(lp, lq, reduction="batchmean", log_target=True)
