@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed
 
 from .core import BaldroError, check
 from .objectives import ForgetLoss, token_nll, seq_stats
@@ -28,9 +29,13 @@ UNITS = ("sequence", "token", "scalar")
 def _check_unit(unit):
     check(unit in UNITS, f"unknown unit {unit!r}.", f"use one of {list(UNITS)}")
 
+def _cdtype(x: torch.Tensor) -> torch.dtype:
+    "Compute dtype: float32 for bf16/fp16/fp32 inputs, float64 for float64 inputs."
+    return torch.promote_types(x.dtype, torch.float32)
+
 def _token_share(fl: ForgetLoss) -> torch.Tensor:
-    "Weights `n_i / N` that the micro-batch token mean puts on each `L_i` (`Σ_t per_token_i = n_i L_i`)."
-    n = fl.n.float(); return n / n.sum().clamp(min=1)
+    "Weights `n_i / N` (float32, on the losses' device) that the micro-batch token mean puts on each `L_i`."
+    n = fl.n.detach().to(device=fl.per_sample.device, dtype=torch.float32); return n / n.sum().clamp(min=1)
 
 # %% ../nbs/05_reweighting.ipynb #fea75e3b
 @dataclass
@@ -41,9 +46,9 @@ class Mean:
     def __post_init__(self): _check_unit(self.unit)
     def __call__(self, fl: ForgetLoss, indices=None) -> Reweighted:
         if self.unit == "sequence":
-            B = fl.per_sample.numel()
-            return Reweighted(fl.per_sample.float().mean(), torch.full((B,), 1.0 / B))
-        return Reweighted(fl.token_mean().float(), _token_share(fl).detach())
+            L = fl.per_sample; B = L.numel()
+            return Reweighted(L.to(_cdtype(L)).mean(), torch.full((B,), 1.0 / B, dtype=torch.float32, device=L.device))
+        return Reweighted(fl.token_mean().to(_cdtype(fl.per_sample)), _token_share(fl))
 
 def mean(unit: str = "sequence") -> Mean:
     "The `mean` reweighting."
@@ -53,23 +58,38 @@ def mean(unit: str = "sequence") -> Mean:
 DIRECTIONS = ("softmin", "softmax")
 
 def dv_value(L: torch.Tensor, beta: float, direction: str = "softmin") -> torch.Tensor:
-    "`∓β·log mean exp(∓L/β)` over the items of `L` (any dtype; computed in fp32, max-shifted)."
+    "`∓β·log mean exp(∓L/β)` over the items of `L` (computed in fp32, fp64 for fp64 input; max-shifted)."
     check(direction in DIRECTIONS, f"unknown DV direction {direction!r}.", f"use one of {list(DIRECTIONS)}")
     check(beta > 0, f"beta_dv must be > 0, got {beta}.", "pass a positive temperature")
-    L = L.float().reshape(-1)
+    L = L.to(_cdtype(L)).reshape(-1)
     s = -1.0 if direction == "softmin" else 1.0
     c = (L.min() if s < 0 else L.max()).detach()
     x = s * (L - c) / beta                          # ≤ 0, max 0
     return c + s * beta * torch.log1p(torch.expm1(x).mean())
 
 # %% ../nbs/05_reweighting.ipynb #8355c6f0
+def _pairs(indices, losses) -> list:
+    "`[(index, loss)]` as Python ints and floats."
+    idx = [int(i) for i in indices]
+    vals = losses.detach().reshape(-1).tolist() if torch.is_tensor(losses) else [float(x) for x in losses]
+    check(len(idx) == len(vals), f"{len(idx)} indices but {len(vals)} losses.", "pass one loss per index")
+    return list(zip(idx, vals))
+
+def _gather_pairs(pairs: list) -> list:
+    "Every rank's `(index, loss)` pairs, concatenated in rank order (the local pairs when not distributed)."
+    d = torch.distributed
+    if not (d.is_available() and d.is_initialized()) or d.get_world_size() == 1: return pairs
+    out = [None] * d.get_world_size(); d.all_gather_object(out, pairs)
+    return [p for part in out for p in part]
+
 @dataclass
 class DV:
-    "BalDRO-DV reweighting (see the cell above for `pool='forget_set'`)."
+    "BalDRO-DV reweighting (see the cell above for `pool='forget_set'`, its table and `refresh_every`)."
     beta: float = 1.0
     direction: str = "softmin"
     pool: str = "batch"
     unit: str = "sequence"
+    refresh_every: int = 1
     table: dict = field(default_factory=dict, repr=False)
     name = "dv"
     def __post_init__(self):
@@ -78,37 +98,52 @@ class DV:
         check(self.pool in ("batch", "forget_set"), f"unknown DV pool {self.pool!r}.", "use 'batch' or 'forget_set'")
         check(self.beta > 0, f"beta_dv must be > 0, got {self.beta}.", "pass a positive temperature")
         check(self.pool == "batch" or self.unit == "sequence", "pool='forget_set' weighs sequences.", "use unit='sequence'")
+        check(isinstance(self.refresh_every, int) and not isinstance(self.refresh_every, bool) and self.refresh_every >= 0,
+              f"refresh_every must be an int >= 0, got {self.refresh_every!r}.", "1 = refresh before every optimizer step, 0 = never")
 
     def prefill(self, indices, losses):
-        "Seed the forget-set table with `losses` (detached) for `indices`."
-        for i, v in zip([int(i) for i in indices], torch.as_tensor(losses).float().reshape(-1).tolist()): self.table[i] = v
+        "Merge `losses` (detached) for `indices` into the forget-set table (local, other entries kept)."
+        self.table.update(_pairs(indices, losses))
+
+    def refresh(self, indices, losses, gather: bool = True):
+        "Replace the table by these losses of the whole forget set (all-gathered across DDP ranks when `gather`)."
+        p = _pairs(indices, losses); p = _gather_pairs(p) if gather else p
+        self.table.clear(); self.table.update(p)
+
+    def refresh_due(self, step: int) -> bool:
+        "Whether the trainer should `refresh` the table before optimizer step `step` (0-based count of steps done)."
+        return self.pool == "forget_set" and self.refresh_every > 0 and int(step) % self.refresh_every == 0
 
     def __call__(self, fl: ForgetLoss, indices=None) -> Reweighted:
+        s = -1.0 if self.direction == "softmin" else 1.0
         if self.unit == "scalar":   # reference DrWGA: DV of one already-averaged number is that number
-            return Reweighted(dv_value(fl.token_mean().reshape(1), self.beta, self.direction), _token_share(fl).detach())
+            return Reweighted(dv_value(fl.token_mean().reshape(1), self.beta, self.direction), _token_share(fl))
         if self.unit == "token":    # reference DrSatImp: DV over the flattened valid tokens
             check(fl.per_token is not None, "unit='token' needs per-token losses.", "use a token-level objective")
-            items = fl.per_token[fl.mask]
-            F = dv_value(items, self.beta, self.direction)
-            s = -1.0 if self.direction == "softmin" else 1.0
-            q = torch.zeros(fl.mask.shape); q[fl.mask] = torch.softmax(s * items.detach().float() / self.beta, 0)
-            return Reweighted(F, q.sum(-1))
-        L = fl.per_sample
-        s = -1.0 if self.direction == "softmin" else 1.0
+            items = fl.per_token[fl.mask]; cd = _cdtype(items)
+            q = torch.zeros(fl.mask.shape, dtype=cd, device=items.device)
+            q[fl.mask] = torch.softmax(s * items.detach().to(cd) / self.beta, 0)
+            return Reweighted(dv_value(items, self.beta, self.direction),
+                              q.sum(-1).to(device=fl.per_sample.device, dtype=torch.float32))
+        L = fl.per_sample; cd, dev = _cdtype(L), L.device
         if self.pool == "batch":
-            return Reweighted(dv_value(L, self.beta, self.direction), torch.softmax(s * L.detach().float() / self.beta, 0))
+            return Reweighted(dv_value(L, self.beta, self.direction),
+                              torch.softmax(s * L.detach().to(cd) / self.beta, 0).float())
         check(indices is not None and len(indices) == L.numel(), "pool='forget_set' needs the batch's dataset indices.",
               "collate the 'index' key and pass it")
-        self.prefill(indices, L.detach())
-        keys = list(self.table); v = torch.tensor([self.table[k] for k in keys])
-        Q = torch.softmax(s * v / self.beta, 0); pos = {k: j for j, k in enumerate(keys)}
-        w = (len(keys) / L.numel()) * Q[[pos[int(i)] for i in indices]]
-        sur = (w * L.float()).sum()
-        return Reweighted(sur + (dv_value(v, self.beta, self.direction) - sur).detach(), w)
+        idx = [int(i) for i in indices]
+        self.table.update(_gather_pairs(_pairs(idx, L.detach().to(cd))))   # the batch entries are current
+        keys = list(self.table); pos = {k: j for j, k in enumerate(keys)}
+        v = torch.tensor([self.table[k] for k in keys], dtype=cd, device=dev)
+        Q = torch.softmax(s * v / self.beta, 0)
+        w = (len(keys) / L.numel()) * Q[torch.tensor([pos[i] for i in idx], dtype=torch.long, device=dev)]
+        sur = (w * L.to(cd).reshape(-1)).sum()
+        return Reweighted(sur + (dv_value(v, self.beta, self.direction) - sur).detach(), w.float())
 
-def dv(beta: float = 1.0, direction: str = "softmin", pool: str = "batch", unit: str = "sequence") -> DV:
+def dv(beta: float = 1.0, direction: str = "softmin", pool: str = "batch", unit: str = "sequence",
+       refresh_every: int = 1) -> DV:
     "BalDRO-DV: `softmin` (reference code) or `softmax` (paper), over the micro-batch or the forget set."
-    return DV(beta, direction, pool, unit)
+    return DV(beta, direction, pool, unit, refresh_every)
 
 # %% ../nbs/05_reweighting.ipynb #99ef2e6c
 @dataclass
@@ -147,13 +182,13 @@ def group_select(model, batch: dict, k: int) -> torch.Tensor:
 
 # %% ../nbs/05_reweighting.ipynb #8d58bbc5
 def weight_stats(w) -> dict:
-    "Entropy, ESS `1/Σw²` and max of the weights normalised to sum 1."
+    "Entropy, ESS `1/Σw²`, `ess_frac = ESS / len(w)` and max of the weights normalised to sum 1."
     w = torch.as_tensor(w, dtype=torch.float64).reshape(-1); w = w / w.sum()
-    nz = w[w > 0]
-    return dict(weight_entropy=float(-(nz * nz.log()).sum()), ess=float(1 / (w ** 2).sum()), max_weight=float(w.max()))
+    nz = w[w > 0]; ess = float(1 / (w ** 2).sum())
+    return dict(weight_entropy=float(-(nz * nz.log()).sum()), ess=ess, ess_frac=ess / w.numel(), max_weight=float(w.max()))
 
 # %% ../nbs/05_reweighting.ipynb #2bff008d
-REWEIGHTINGS = {"mean": (mean, ("unit",)), "dv": (dv, ("beta", "direction", "pool", "unit")), "group": (group, ("ratio", "unit"))}
+REWEIGHTINGS = {"mean": (mean, ("unit",)), "dv": (dv, ("beta", "direction", "pool", "unit", "refresh_every")), "group": (group, ("ratio", "unit"))}
 
 def make_reweighting(name: str, **kw):
     "Build a reweighting by name with keyword parameters (unknown names/parameters → `BaldroError`)."
