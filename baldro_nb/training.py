@@ -18,8 +18,9 @@ from .objectives import OBJECTIVES, get_objective, token_nll, seq_stats, retain_
 from .reweighting import make_reweighting, group_select, take, weight_stats, Group, DV
 
 # %% auto #0
-__all__ = ['PRESETS', 'COMPATS', 'TRAINING_PRESETS', 'MethodConfig', 'resolve_method', 'method_summary', 'training_preset',
-           'RefCache', 'LiveRef', 'ForgetRetainDataset', 'cat_batches', 'unlearn_loss', 'UnlearnTrainer',
+__all__ = ['PRESETS', 'COMPATS', 'TRAINING_PRESETS', 'METHOD_PARAMS', 'MethodConfig', 'preset_name', 'resolve_method',
+           'method_summary', 'training_preset', 'run_schedule', 'method_from_params', 'RefCache', 'LiveRef',
+           'ForgetRetainDataset', 'cat_batches', 'unlearn_loss', 'UnlearnTrainer', 'forget_set_losses', 'steps_summary',
            'initial_losses', 'unlearn']
 
 # %% ../nbs/06_training.ipynb #f5c0ad1c
@@ -72,8 +73,42 @@ COMPATS = ("reference", "corrected")
 
 # %% ../nbs/06_training.ipynb #50863f11
 _RW_KEYS = {"beta_dv": "beta", "direction": "direction", "pool": "pool", "ratio": "ratio", "unit": "unit",
-            "sampling_ratio": "ratio", "beta_dv_forget": "beta", "sigma_forget": "beta"}
+            "refresh_every": "refresh_every", "sampling_ratio": "ratio", "beta_dv_forget": "beta", "sigma_forget": "beta"}
 _TOP_KEYS = ("gamma", "alpha", "retain", "retain_reduction")
+_RW_PARAMS = {"mean": ("unit",), "dv": ("beta", "direction", "pool", "unit", "refresh_every"), "group": ("ratio", "unit")}
+_REF_FIXED = {"unit", "retain_reduction", "detach", "refresh_every"}   # reference trainers have no such knob
+_REF_ONLY = {"direction": "softmin", "pool": "batch"}   # the only value a reference trainer knows
+
+def _objective_key(objective) -> str: return next(k for k, v in OBJECTIVES.items() if v is get_objective(objective))
+
+def preset_name(objective, reweighting: str = "mean") -> str | None:
+    "The reference trainer that runs `objective` × `reweighting` (`'DrNPO'`, …), or None when no reference runs it."
+    base = {v: k for k, v in _BASE.items()}[_objective_key(objective)]
+    name = {"mean": "", "dv": "Dr", "group": "Group"}.get(reweighting, "?") + base
+    return name if name in PRESETS else None
+
+def _compose(obj: str, rw: str, compat: str) -> MethodConfig:
+    "Objective × reweighting under `compat`: the reference trainer's settings, or the corrected composition."
+    name = preset_name(obj, rw)
+    if compat == "reference":
+        check(name is not None, f"no reference trainer runs objective {obj!r} with reweighting {rw!r} under compat='reference'.",
+              f"use compat='corrected' for {obj} × {rw} (the reference trainers are {list(PRESETS)})")
+        return _preset(name, compat)
+    if name is not None: return _preset(name, compat)
+    g, a, ret = _OBJ_DEFAULTS[obj]
+    hp = {"detach": True} if obj == "tnpo" else {}
+    rw_hp = {"unit": "sequence", **dict(dv=dict(beta=1.0, direction="softmin", pool="batch"), group=dict(ratio=0.5)).get(rw, {})}
+    return MethodConfig(f"{obj}+{rw}", obj, hp, rw, rw_hp, ret, "token", g, a, compat)
+
+def _check_reference(m: MethodConfig, params: dict):
+    "Refuse, under compat='reference', a parameter the reference trainer `m.name` does not have."
+    fix = f"use compat='corrected' (objective={m.objective!r}, reweighting={m.reweighting!r}) for this variant"
+    for k, v in params.items():
+        rk = _RW_KEYS.get(k, k)
+        check(rk not in _REF_FIXED, f"{k}={v!r}: the reference trainer {m.name} has no such setting.", fix)
+        if rk in _REF_ONLY: check(v == _REF_ONLY[rk], f"{k}={v!r}: the reference trainer {m.name} only computes {k}={_REF_ONLY[rk]!r}.", fix)
+    if m.retain == "kl": check(m.reweighting == "mean" and m.objective != "grad_ascent",
+                               f"retain='kl': the reference trainer {m.name} supports only the NLL retain term.", fix)
 
 def resolve_method(method: str | MethodConfig | dict | None = None, *, objective: str | None = None,
                    reweighting: str | None = None, compat: str = "corrected", **params) -> MethodConfig:
@@ -81,26 +116,18 @@ def resolve_method(method: str | MethodConfig | dict | None = None, *, objective
     if isinstance(method, MethodConfig): return method
     if isinstance(method, dict): return MethodConfig(**method)
     check(compat in COMPATS, f"unknown compat {compat!r}.", f"use one of {list(COMPATS)}")
+    check(reweighting in (None, *_RW_PARAMS), f"unknown reweighting {reweighting!r}.", f"use one of {sorted(_RW_PARAMS)}")
     if method is not None:
         names = {p.lower(): p for p in PRESETS}
         check(str(method).lower() in names, f"unknown method {method!r}.",
-              f"use one of {list(PRESETS)} or objective=/reweighting= ({sorted(OBJECTIVES)} × ['mean', 'dv', 'group'])")
+              f"use one of {list(PRESETS)} or objective=/reweighting= ({sorted(OBJECTIVES)} × {sorted(_RW_PARAMS)})")
         m = _preset(names[str(method).lower()], compat)
         if objective is not None: check(get_objective(objective) is get_objective(m.objective),
                                         f"method {method} uses objective {m.objective}, not {objective!r}.", "drop one of them")
+        if reweighting is not None and reweighting != m.reweighting: m = _compose(m.objective, reweighting, compat)
     else:
         check(objective is not None, "no method given.", f"pass method= (one of {list(PRESETS)}) or objective=")
-        obj = next(k for k, v in OBJECTIVES.items() if v is get_objective(objective))
-        g, a, ret = _OBJ_DEFAULTS[obj]
-        unit = get_objective(obj)["ref_unit"] if compat == "reference" else "sequence"
-        hp = {"detach": compat != "reference"} if obj == "tnpo" else {}
-        m = MethodConfig(f"{obj}+{reweighting or 'mean'}", obj, hp, "mean", {"unit": unit}, ret, "token", g, a, compat)
-    if reweighting is not None and reweighting != m.reweighting:
-        check(reweighting in ("mean", "dv", "group"), f"unknown reweighting {reweighting!r}.", "use one of ['dv', 'group', 'mean']")
-        rw_hp = {"unit": m.reweighting_hp.get("unit", "sequence")}
-        if reweighting == "dv": rw_hp.update(beta=1.0, direction="softmin", pool="batch")
-        if reweighting == "group": rw_hp.update(ratio=0.5)
-        m = replace(m, reweighting=reweighting, reweighting_hp=rw_hp)
+        m = _compose(_objective_key(objective), reweighting or "mean", compat)
     obj_keys = set(get_objective(m.objective)["hp"])
     valid = sorted(obj_keys | set(_TOP_KEYS) | set(_RW_KEYS))
     ohp, rhp = dict(m.objective_hp), dict(m.reweighting_hp)
@@ -109,13 +136,16 @@ def resolve_method(method: str | MethodConfig | dict | None = None, *, objective
         if k in obj_keys: ohp[k] = v
         elif k in _TOP_KEYS: m = replace(m, **{k: v})
         else:
-            rk = _RW_KEYS[k]
-            ok = {"mean": ("unit",), "dv": ("beta", "direction", "pool", "unit"), "group": ("ratio", "unit")}[m.reweighting]
-            check(rk in ok, f"parameter {k!r} does not apply to reweighting {m.reweighting!r}.", f"valid there: {list(ok)}")
-            rhp[rk] = v
+            ok = _RW_PARAMS[m.reweighting]
+            check(_RW_KEYS[k] in ok, f"parameter {k!r} does not apply to reweighting {m.reweighting!r}.", f"valid there: {list(ok)}")
+            rhp[_RW_KEYS[k]] = v
     m = replace(m, objective_hp=ohp, reweighting_hp=rhp)
+    if m.compat == "reference": _check_reference(m, params)
     check(m.retain in ("nll", "kl", "none"), f"unknown retain term {m.retain!r}.", "use 'nll', 'kl' or 'none'")
-    check(m.retain_reduction in ("token", "seq"), f"unknown retain_reduction {m.retain_reduction!r}.", "use 'token' or 'seq'")
+    if m.retain == "kl" and "retain_reduction" not in params:   # KL: every position (reference) or the answer tokens
+        m = replace(m, retain_reduction="all" if m.compat == "reference" else "token")
+    ok_red = ("all", "token") if m.retain == "kl" else ("token", "seq")
+    check(m.retain_reduction in ok_red, f"retain_reduction {m.retain_reduction!r} does not apply to retain={m.retain!r}.", f"use one of {list(ok_red)}")
     m.make_reweighting()  # validates values (direction, pool, unit, ratio, beta)
     return m
 
@@ -138,6 +168,20 @@ def training_preset(name: str) -> dict:
     "A copy of a named training schedule (`reference`, `fork_fast`, `fork_fast_dv05`)."
     check(name in TRAINING_PRESETS, f"unknown training preset {name!r}.", f"use one of {sorted(TRAINING_PRESETS)}")
     return dict(TRAINING_PRESETS[name])
+
+def run_schedule(training: str, **overrides) -> dict:
+    "A run's schedule: the named training preset, with every override that is not None."
+    return {**training_preset(training), **{k: v for k, v in overrides.items() if v is not None}}
+
+METHOD_PARAMS = ("beta_dv", "direction", "pool", "refresh_every", "ratio", "beta", "delta", "beta1", "beta2", "gamma", "alpha", "retain_reduction")
+
+def method_from_params(objective, reweighting: str = "mean", compat: str = "corrected", training: str | None = None,
+                       **params) -> MethodConfig:
+    "The method of one experiment run from its notebook parameters (None = not set; DV's β from the training preset)."
+    rw = {"none": "mean", None: "mean"}.get(reweighting, reweighting)
+    p = {k: v for k, v in params.items() if v is not None}
+    if rw == "dv" and "beta_dv" not in p and training is not None: p["beta_dv"] = training_preset(training)["beta_dv"]
+    return resolve_method(objective=objective, reweighting=rw, compat=compat, **p)
 
 # %% ../nbs/06_training.ipynb #167c7eab
 def _scatter_rows(rows: list, mask: torch.Tensor) -> torch.Tensor:
@@ -242,7 +286,8 @@ def unlearn_loss(model, method: MethodConfig, rw, forget: dict, retain: dict | N
     elif method.retain == "nll": R = retain_nll(nll_r, mask_r, method.retain_reduction)
     else:
         check(hasattr(ref, "retain_logits"), "the KL retain term needs a live reference model.", "use ref='live'")
-        R = retain_kl(model(input_ids=retain["input_ids"], attention_mask=retain["attention_mask"]).logits, ref.retain_logits(retain))
+        ans = retain["labels"][:, 1:] != -100 if method.retain_reduction == "token" else None   # "all": the reference's every position
+        R = retain_kl(model(input_ids=retain["input_ids"], attention_mask=retain["attention_mask"]).logits, ref.retain_logits(retain), ans)
     loss = method.gamma * r.loss + method.alpha * R
     ps = fl.per_sample.detach().float().cpu().tolist(); w = r.weights.detach().float().cpu().tolist()
     if sel is not None:
@@ -255,7 +300,10 @@ def unlearn_loss(model, method: MethodConfig, rw, forget: dict, retain: dict | N
 
 # %% ../nbs/06_training.ipynb #ed5c02c2
 class _StepLog(TrainerCallback):
-    def __init__(self, trainer): self.tr = trainer
+    def __init__(self, trainer): self.tr, self.lr = trainer, None
+    def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kw):   # the rate this step applies
+        opt = optimizer or self.tr.optimizer
+        self.lr = float(opt.param_groups[0]["lr"]) if opt is not None else None
     def on_step_end(self, args, state, control, **kw):
         recs, self.tr._pending = self.tr._pending, []
         if not recs: return
@@ -264,7 +312,7 @@ class _StepLog(TrainerCallback):
         line = dict(step=state.global_step, epoch=state.epoch, loss=mean("loss"), forget_loss=mean("forget_loss"),
                     retain_loss=mean("retain_loss"), indices=[i for r in recs for i in r["indices"]],
                     per_sample_loss=[x for r in recs for x in r["per_sample_loss"]], weights=w, **weight_stats(w),
-                    lr=self.tr.lr_scheduler.get_last_lr()[0] if self.tr.lr_scheduler is not None else None)
+                    lr=self.lr)
         self.tr.step_log.append(line)
         if self.tr.steps_path is not None and state.is_world_process_zero:   # one writer under DDP / ZeRO-3
             with open(self.tr.steps_path, "a") as f: f.write(json.dumps(line) + "\n")
@@ -288,6 +336,35 @@ class UnlearnTrainer(Trainer):
                                  pad_id=self.pad_id, gen=self._gen, objective=self.objective)
         if model.training: self._pending.append(rec)
         return (loss, None) if return_outputs else loss
+
+def forget_set_losses(model, forget_ds, collator, method: MethodConfig, ref=None, batch_size: int = 16, indices=None) -> dict:
+    "Per-sample forget losses `{index: L_i}` of the current `model` (no grad, eval mode) over `forget_ds` (or its `indices` rows)."
+    obj, rows = method.objective_fn(), list(range(len(forget_ds))) if indices is None else list(indices)
+    was = model.training; model.eval(); dev = next(model.parameters()).device; out = {}
+    try:
+        with torch.no_grad():
+            for s in range(0, len(rows), batch_size):
+                b = collator([forget_ds[i] for i in rows[s:s + batch_size]])
+                b = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in b.items()}
+                nll, mask = token_nll(model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits, b["labels"])
+                fl = obj(nll, mask, ref.forget_logp(b, mask) if method.needs_ref else None)
+                out.update(zip(b["index"].tolist(), fl.per_sample.float().cpu().tolist()))
+    finally: model.train(was)
+    return out
+
+class _ForgetSetRefresh(TrainerCallback):
+    "Before optimizer steps `k·refresh_every` (k ≥ 1) rebuild the DV forget-set table from the current model."
+    def __init__(self, trainer, forget_ds, collator, batch_size): self.tr, self.ds, self.col, self.bs = trainer, forget_ds, collator, batch_size
+    def on_step_begin(self, args, state, control, model=None, **kw):
+        if state.global_step == 0 or not self.tr.rw.refresh_due(state.global_step): return   # step 0: the prefilled table is current
+        rank, world = args.process_index, max(1, args.world_size)   # each rank scores its shard; `refresh` gathers them
+        L = forget_set_losses(model or self.tr.model, self.ds, self.col, self.tr.method, self.tr.ref, self.bs, range(rank, len(self.ds), world))
+        self.tr.rw.refresh(list(L), list(L.values()))
+
+def steps_summary(steps: list[dict]) -> dict:
+    "A run's step log in three numbers: optimizer steps, the lowest and the mean ESS/B of the forget weights."
+    fr = [l["ess_frac"] for l in steps if l.get("ess_frac") is not None]
+    return dict(n_steps=len(steps), min_ess_frac=min(fr) if fr else None, mean_ess_frac=sum(fr) / len(fr) if fr else None)
 
 # %% ../nbs/06_training.ipynb #8b64f121
 def initial_losses(cache: RefCache, method: MethodConfig) -> dict:
@@ -332,7 +409,8 @@ def unlearn(model, tokenizer, forget_ds, retain_ds, method, out_dir, *, lr: floa
     tr = UnlearnTrainer(model=model, args=args, train_dataset=ForgetRetainDataset(forget_ds, retain_ds, seed),
                         data_collator=collator, processing_class=tokenizer, callbacks=list(callbacks),
                         method=method, ref=ref_obj, steps_path=steps, pad_id=pad_id)
-    if rw_hp.get("pool") == "forget_set":
+    if rw_hp.get("pool") == "forget_set":   # the table at step 0 from the cached pass, then refreshed every `refresh_every` steps
         init = initial_losses(cache, method); tr.rw.prefill(list(init), list(init.values()))
+        tr.add_callback(_ForgetSetRefresh(tr, forget_ds, collator, cache_batch_size))
     tr.train()
     return tr
