@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_runner.ipynb #0f035be6
 from __future__ import annotations
-import argparse, csv, ctypes, fnmatch, io, itertools, json, math, os, re, shutil, signal, subprocess, sys, tempfile, time
+import argparse, ast, csv, ctypes, fnmatch, io, itertools, json, math, os, re, shutil, signal, subprocess, sys, tempfile, time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -20,10 +20,11 @@ from .core import (BaldroError, check, atomic_write, write_json, read_json, writ
 __all__ = ['RESERVED', 'RETAIN_OF', 'KINDS', 'OBJECTIVE_NAMES', 'NAME_CHECKS', 'KERNEL_START_FAILURE', 'RESULT_COLUMNS',
            'FORK_PRELOAD', 'FIXTURE_GRID', 'SHOW', 'expand_subgrid', 'expand_grid', 'retain_stage', 'model_rel',
            'retain_log_rel', 'Kind', 'artefact_path', 'artefact_name', 'eval_source', 'method_label', 'resolve_run',
-           'notebook_params', 'validate', 'make_fixture_nb', 'plan', 'run_paths', 'papermill_command', 'scrub_paths',
-           'publish_artefacts', 'execute_run', 'run_row', 'collect', 'kernel_env', 'fork_server_main', 'ForkServer',
-           'fork_kernel', 'warm_kernel_manager', 'load_runs', 'run_grid', 'make_fixture_project', 'results_table',
-           'build_report', 'acceptance_from_runs', 'acceptance_report', 'study', 'main']
+           'notebook_params', 'notebook_defaults', 'run_method', 'validate', 'make_fixture_nb', 'plan', 'run_paths',
+           'papermill_command', 'scrub_paths', 'publish_artefacts', 'execute_run', 'run_row', 'collect', 'kernel_env',
+           'fork_server_main', 'ForkServer', 'fork_kernel', 'warm_kernel_manager', 'load_runs', 'run_grid',
+           'make_fixture_project', 'results_table', 'build_report', 'acceptance_from_runs', 'acceptance_report',
+           'study', 'main']
 
 # %% ../nbs/08_runner.ipynb #850738e3
 RESERVED = ("kind", "notebook", "defaults", "axes", "include", "exclude", "name")
@@ -208,6 +209,21 @@ def _check_objective(v):
     try: get_objective(v)
     except BaldroError as e: raise BaldroError(f"unknown {{key}} {v!r}. Fix: use one of {sorted(OBJECTIVE_NAMES.values())}.") from e
 
+def notebook_defaults(path) -> dict:
+    "The default values of a notebook's parameters that are Python literals (`None`, numbers, strings, lists, dicts)."
+    out = {}
+    for k, v in notebook_params(path).items():
+        try: out[k] = ast.literal_eval(v["default"])
+        except (ValueError, SyntaxError, KeyError): pass
+    return out
+
+def run_method(run: dict, root=None):
+    "The method an unlearning run resolves to: its parameters over the notebook's defaults, through the notebook's own call."
+    from baldro_nb.training import method_from_params, METHOD_PARAMS
+    p = {**notebook_defaults(Path(root or repo_root())/"nbs"/run["notebook"]), **run["params"]}
+    return method_from_params(p.get("objective"), p.get("reweighting"), p.get("compat", "corrected"), p.get("training"),
+                              **{k: p.get(k) for k in METHOD_PARAMS})
+
 NAME_CHECKS = {
     "model": _one_of(_known_models),
     "objective": _check_objective,
@@ -243,6 +259,9 @@ def validate(runs: list[dict], root, outputs) -> None:
             if r["params"].get(key) is None: continue
             try: chk(r["params"][key])
             except BaldroError as e: errs.append(f"{r['run_id']}: " + str(e).replace("{key}", key))
+        if r["kind"] == "unlearn" and declared and {"objective", "compat", "training"} <= set(declared):
+            try: run_method(r, root)   # the method the notebook will resolve: refused combinations fail here, not in the kernel
+            except BaldroError as e: errs.append(f"{r['run_id']}: {e}")
     provided = {artefact_name(a) for r in runs for a in KINDS[r["kind"]].provides(r["params"])}
     for r in runs:
         try: needs = KINDS[r["kind"]].needs(r["params"])
@@ -600,6 +619,11 @@ def _with_needs(selected, runs):
             if m and m["run_id"] not in out: out[m["run_id"]] = m; todo.append(m)
     return list(out.values())
 
+def _method_note(run: dict, root) -> str:
+    "`  -> DrNPO (reference)` for an unlearning run of the real notebook, '' otherwise."
+    if run["kind"] != "unlearn" or "training" not in notebook_params(Path(root)/"nbs"/run["notebook"]): return ""
+    m = run_method(run, root); return f"  -> {m.name} ({m.compat})"
+
 def run_grid(params, root=None, outputs=None, jobs: int = 1, executor: str = "local", only: str | None = None,
              dry_run: bool = False, timeout: float | None = None, progress: bool = True, warm_kernels: bool = False,
              **slurm) -> list[dict]:
@@ -617,7 +641,7 @@ def run_grid(params, root=None, outputs=None, jobs: int = 1, executor: str = "lo
     done = lambda r: (outputs/"runs"/r["run_id"]/"metrics.json").exists()
     if dry_run:
         for i, lv in enumerate(levels):
-            for r in lv: print(f"[{i}] {'done' if done(r) else 'todo'}  {r['run_id']}")
+            for r in lv: print(f"[{i}] {'done' if done(r) else 'todo'}  {r['run_id']}{_method_note(r, root)}")
         return [{"run_id": r["run_id"], "status": "done" if done(r) else "todo"} for lv in levels for r in lv]
     statuses, todo = [], [[r for r in lv if not done(r)] for lv in levels]
     n_skip = sum(len(lv) for lv in levels) - sum(len(lv) for lv in todo)

@@ -4,7 +4,7 @@
 # dill, multiprocess, rouge-score, nltk, defusedxml, fsspec, peft) and .gpudata (outputs/ copy: TOFU-mini 40 authors,
 # the finetuned tiny-llama target, its retain log; reference.json = the study's stored CPU results).
 #   run: command "bash bench/gpu_check.sh", carry [".whl", ".gpudata"], timeout_s 540 (the script stops itself by ~470 s)
-# Writes $OUT/gpu_check.log, $OUT/smoke_1b.json, $OUT/gpu_e2e.json, $OUT/smoke_8b.json. Without CUDA (a local
+# Writes $OUT/gpu_check.log, $OUT/smoke_1b.json, $OUT/reweighting_matrix.json, $OUT/gpu_e2e.json, $OUT/smoke_8b.json. Without CUDA (a local
 # simulation) it runs the CPU configurations instead (tiny smoke, e2e on CPU) and skips the 8B smoke.
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit 1
 
@@ -66,6 +66,9 @@ export BALDRO_OUTPUTS=/tmp/baldro_outputs
 if [ "$HAS_CUDA" = "1" ]; then
   # 2. Llama-3.2-1B-sized random model, bf16 sdpa
   step smoke_1b 150 python3 bench/gpu_smoke.py --json "$OUT/smoke_1b.json"
+  # 2a. every objective x reweighting cell (mean, DV softmin/softmax/forget_set/token/scalar, group) on CUDA in bf16:
+  #     finite losses and gradients, weights on the device, step time and peak memory per cell
+  step reweighting_matrix 90 python3 bench/reweighting_matrix.py --device cuda --dtype bfloat16 --out "$OUT/reweighting_matrix.json"
   # 3. the tiny study end to end (CPU vs CUDA evaluation, unlearning on CUDA) -- before the 8B smoke, the step most
   #    likely to run out of memory or time on an H100
   step tiny_e2e 240 python3 bench/gpu_tiny_e2e.py --device cuda --outputs /tmp/baldro_outputs \

@@ -222,3 +222,15 @@ def test_shipped_grids_resolve_to_reference_trainers(grid):
     assert names <= set(PRESETS), names - set(PRESETS)
     assert all(run_method(r).compat == "reference" for r in runs)
     if grid.endswith("fork_study.yaml"): assert names == {"NPO", "DrNPO", "TNPO", "DrTNPO", "WGA", "DrWGA"}
+
+
+def test_reweighting_matrix_runs_on_cpu():
+    "bench/reweighting_matrix.py (the GPU check's method matrix) on CPU: every cell finite, weights on the device."
+    import importlib.util
+    from baldro_nb.core import repo_root
+    spec = importlib.util.spec_from_file_location("reweighting_matrix", repo_root()/"bench"/"reweighting_matrix.py")
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    rows = mod.run("cpu", "float32", steps=1, hidden=32)
+    assert len(rows) == 7 * 5 + 5 * 2, len(rows)          # 5 cells for every objective, 2 token-level cells for 5 of them
+    bad = [r for r in rows if not (r["ok"] and r["weights_on_device"])]
+    assert not bad, bad
