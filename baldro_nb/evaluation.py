@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_evaluation.ipynb #3a592a74
 from __future__ import annotations
-import itertools, math, time
+import itertools, math, time, zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -12,14 +12,17 @@ from pathlib import Path
 import numpy as np
 
 from .core import BaldroError, check, read_json, write_json
-from .data import IGNORE_INDEX, Template, encode_qa, encode_prompt, load_tofu
+from .data import IGNORE_INDEX, Template, encode_qa, encode_prompt, load_tofu, split_pairing
 from .gibberish import gibberish_scores
 
 # %% auto #0
-__all__ = ['TR_AGGREGATORS', 'MODEL_UTILITY_KEYS', 'SUMMARY_KEYS', 'truth_ratio', 'normalised_prob', 'prob_agg', 'forget_quality',
-           'model_utility', 'rouge_scores', 'exact_memorization', 'extraction_strength', 'Scored', 'score_sequences',
-           'generate_greedy', 'eval_sets', 'EncodedSet', 'encode_eval_set', 'build_logs', 'summarize', 'evaluate_tofu',
-           'write_eval_logs', 'load_retain_logs', 'make_retain_reference', 'TofuEvalCallback']
+__all__ = ['TR_AGGREGATORS', 'MODEL_UTILITY_KEYS', 'MIA_K', 'MIA_ATTACKS', 'MIA_SETS', 'SUMMARY_KEYS', 'EVAL_VERSION',
+           'truth_ratio', 'normalised_prob', 'prob_agg', 'forget_quality', 'model_utility', 'rouge_scores',
+           'exact_memorization', 'extraction_strength', 'mia_auc', 'zlib_score', 'min_k_score', 'min_k_pp_z',
+           'min_k_pp_score', 'token_vocab_stats', 'privleak', 'Scored', 'score_sequences', 'generate_greedy',
+           'eval_sets', 'EncodedSet', 'encode_eval_set', 'mia_seq_ids', 'mia_scores', 'mia_logs', 'build_logs',
+           'summarize', 'evaluate_tofu', 'write_eval_logs', 'load_retain_logs', 'load_retain_auc',
+           'make_retain_reference', 'TofuEvalCallback', 'epoch0_cache_dir', 'cached_epoch0']
 
 # %% ../nbs/07_evaluation.ipynb #31dbd427
 TR_AGGREGATORS = ("closer_to_1_better", "true_better", "prob_mean")
@@ -98,6 +101,60 @@ def extraction_strength(match) -> float:
         if m[j:].all(): k = j; break
     return 1 - k / n
 
+# %% ../nbs/07_evaluation.ipynb #94013632
+def mia_auc(forget_scores, holdout_scores) -> float:
+    "P(holdout score > forget score) + P(tie)/2: the ROC AUC with forget labelled 0 and holdout labelled 1."
+    f = np.asarray(forget_scores, dtype=np.float64).reshape(-1)
+    h = np.asarray(holdout_scores, dtype=np.float64).reshape(-1)
+    check(len(f) > 0 and len(h) > 0, "mia_auc needs at least one forget and one holdout score.")
+    check(np.isfinite(f).all() and np.isfinite(h).all(), "mia_auc got non-finite scores.",
+          "check the model's losses on the forget and holdout sets for NaN/inf.")
+    from scipy.stats import rankdata
+    r = rankdata(np.r_[f, h])[len(f):]                     # average ranks: a tie counts one half
+    return float((r.sum() - len(h) * (len(h) + 1) / 2) / (len(f) * len(h)))
+
+# %% ../nbs/07_evaluation.ipynb #235c7d0b
+MIA_K = 0.4
+MIA_ATTACKS = ("mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_plus_plus")
+
+def zlib_score(avg_loss: float, text: str) -> float:
+    "`mia_zlib`: average NLL over the zlib-compressed byte length of the answer text."
+    return float(avg_loss) / len(zlib.compress(text.encode("utf-8")))
+
+def min_k_score(logp, k: float = MIA_K) -> float:
+    "`mia_min_k`: -mean of the lowest max(1, int(k·N)) token log-probs (0 when N = 0)."
+    lp = np.asarray(logp, dtype=np.float64).reshape(-1)
+    if lp.size == 0: return 0.0
+    return float(-np.sort(lp)[:max(1, int(len(lp) * k))].mean())
+
+def min_k_pp_z(logp, mu, var) -> np.ndarray:
+    "Standardised token log-probs `(log p_y - μ) / sqrt(max(σ², 1e-6))`."
+    lp, m, v = (np.asarray(x, dtype=np.float64).reshape(-1) for x in (logp, mu, var))
+    return (lp - m) / np.sqrt(np.maximum(v, 1e-6))
+
+def min_k_pp_score(logp, mu, var, k: float = MIA_K) -> float:
+    "`mia_min_k_plus_plus`: min-k of the standardised log-probs (0 when N = 0)."
+    return min_k_score(min_k_pp_z(logp, mu, var), k)
+
+def token_vocab_stats(logits, targets, chunk: int = 256):
+    "Logit rows [n, V] and targets [n] -> float64 (log p_y, μ, σ²): μ = Σ_v p_v·log p_v, σ² = Σ_v p_v·(log p_v)² - μ²."
+    import torch
+    out = ([], [], [])
+    for c in range(0, logits.shape[0], chunk):               # chunks bound the float64 copies of [rows, V]
+        x = torch.log_softmax(logits[c:c + chunk].double(), -1); p = x.exp()
+        lp = x.gather(-1, targets[c:c + chunk, None].to(x.device))[:, 0]
+        x = torch.where(p > 0, x, torch.zeros_like(x))       # p·log p = 0 where p = 0 (a -inf logit adds nothing)
+        m = (p * x).sum(-1)
+        for o, t in zip(out, (lp, m, (p * x * x).sum(-1) - m * m)): o.append(t)
+    if not out[0]: return (torch.zeros(0, dtype=torch.float64, device=logits.device),) * 3
+    return tuple(torch.cat(o) for o in out)
+
+# %% ../nbs/07_evaluation.ipynb #69b0cd94
+def privleak(auc: float, ref_auc: float | None = None) -> float:
+    "Relative change (%) of 1 - AUC against the retain model's 1 - AUC_ref (AUC_ref = 0.5 when there is none)."
+    ref = 0.5 if ref_auc is None else float(ref_auc)
+    return ((1 - float(auc)) - (1 - ref)) / ((1 - ref) + 1e-10) * 100
+
 # %% ../nbs/07_evaluation.ipynb #11d3f1ab
 @dataclass
 class Scored:
@@ -106,6 +163,9 @@ class Scored:
     match: list
     n_tokens: np.ndarray
     n_forward: int = 0
+    token_logp: dict = field(default_factory=dict)   # seq -> log p of each labelled token (`token_stats` seqs only)
+    vocab_mu: dict = field(default_factory=dict)     # seq -> μ of log p under the next-token distribution, per token
+    vocab_var: dict = field(default_factory=dict)    # seq -> σ² of the same, per token
 
 def _split_model(model):
     "(decoder, lm_head) when the model exposes them, else (None, None) -> full-logits fallback."
@@ -121,8 +181,8 @@ def _device(model):
     except StopIteration: return torch.device("cpu")
 
 def score_sequences(model, seqs, label_starts, pad_id: int, batch_size: int = 32, attn_mask: str = "reference",
-                    position_ids: str = "arange") -> Scored:
-    "Average NLL (labelled tokens incl. eos) and EM matches (minus last token) of each sequence, in one pass."
+                    position_ids: str = "arange", token_stats=(), groups=None) -> Scored:
+    "Average NLL (labelled tokens incl. eos) and EM matches (minus last token) of each sequence, in one pass; per-token log p, μ, σ² of the `token_stats` ones; `groups` never share a batch."
     import torch
     check(attn_mask in ("reference", "real"), f"attn_mask must be 'reference' or 'real', got {attn_mask!r}.")
     check(position_ids in ("arange", "cumsum"), f"position_ids must be 'arange' or 'cumsum', got {position_ids!r}.")
@@ -130,14 +190,21 @@ def score_sequences(model, seqs, label_starts, pad_id: int, batch_size: int = 32
     for s, st in zip(seqs, label_starts):
         check(1 <= st < len(s), f"a sequence has no labelled token (label start {st}, length {len(s)}).",
               "the prompt tokenises to the whole conversation (open-unlearning's 'Tokenization mismatch'); fix the template.")
+    want = set(int(i) for i in (token_stats or ()))
+    check(all(0 <= i < n for i in want), "token_stats holds indices outside the sequence list.")
+    grp = [0] * n if groups is None else list(groups)
+    check(len(grp) == n, f"groups has {len(grp)} entries for {n} sequences.")
     dec, head = _split_model(model); dev = _device(model)
-    avg = np.zeros(n); ntok = np.zeros(n, dtype=int); match = [None] * n; nf = 0
+    avg = np.zeros(n); ntok = np.zeros(n, dtype=int); match = [None] * n; nf = 0; tlp, tmu, tvar = {}, {}, {}
     order = sorted(range(n), key=lambda i: len(seqs[i]))
+    batches = []                                             # by length inside each group; groups never share a batch
+    for g in sorted(set(grp)):
+        o = [i for i in order if grp[i] == g]; batches += [o[b:b + batch_size] for b in range(0, len(o), batch_size)]
     was_training = model.training; model.eval()
     try:
         with torch.inference_mode():
-            for b0 in range(0, n, batch_size):
-                idx = order[b0:b0 + batch_size]; L = max(len(seqs[i]) for i in idx)
+            for idx in batches:
+                L = max(len(seqs[i]) for i in idx)
                 ids = torch.full((len(idx), L), int(pad_id), dtype=torch.long)
                 real = torch.zeros((len(idx), L), dtype=torch.bool)
                 for r, i in enumerate(idx):
@@ -159,13 +226,20 @@ def score_sequences(model, seqs, label_starts, pad_id: int, batch_size: int = 32
                 tgt = ids[rows, cols].to(dev)
                 nll = -torch.log_softmax(logits, -1).gather(-1, tgt[:, None])[:, 0]
                 hit = (logits.argmax(-1) == tgt).cpu().numpy(); nll = nll.double().cpu().numpy()
-                off = 0
+                offs = np.cumsum([0] + [len(seqs[i]) - label_starts[i] for i in idx])
+                sel = [r for r, i in enumerate(idx) if i in want]
+                if sel:                                      # MIA rows: float64 statistics from the same logits
+                    ridx = torch.cat([torch.arange(int(offs[r]), int(offs[r + 1])) for r in sel]).to(dev)
+                    y, m, v = (x.cpu().numpy() for x in token_vocab_stats(logits[ridx], tgt[ridx])); p0 = 0
+                    for r in sel:
+                        a, b, i = int(offs[r]), int(offs[r + 1]), idx[r]
+                        tlp[i], tmu[i], tvar[i] = y[p0:p0 + b - a], m[p0:p0 + b - a], v[p0:p0 + b - a]; p0 += b - a
                 for r, i in enumerate(idx):
-                    k = len(seqs[i]) - label_starts[i]
-                    avg[i] = nll[off:off + k].mean(); ntok[i] = k; match[i] = hit[off:off + k - 1]; off += k
+                    a, b = int(offs[r]), int(offs[r + 1])
+                    avg[i] = nll[a:b].mean(); ntok[i] = b - a; match[i] = hit[a:b - 1]
     finally:
         if was_training: model.train()
-    return Scored(avg, match, ntok, nf)
+    return Scored(avg, match, ntok, nf, tlp, tmu, tvar)
 
 # %% ../nbs/07_evaluation.ipynb #fd170678
 def _eos_ids(model, tokenizer):
@@ -203,12 +277,14 @@ def generate_greedy(model, tokenizer, prompts, batch_size: int = 32, max_new_tok
     return out, calls
 
 # %% ../nbs/07_evaluation.ipynb #8f5b9923
+MIA_SETS = ("forget", "holdout")
+
 def eval_sets(forget_split: str = "forget01") -> dict:
-    "name -> (config, has paraphrase, n perturbed): the four TOFU eval sets."
+    "name -> config: the four TOFU eval sets and the MIA holdout set of `forget_split`."
     check(forget_split in ("forget01", "forget05", "forget10"), f"unknown forget split {forget_split!r}.",
           "use forget01, forget05 or forget10.")
     return {"forget": f"{forget_split}_perturbed", "retain": "retain_perturbed",
-            "ra": "real_authors_perturbed", "wf": "world_facts_perturbed"}
+            "ra": "real_authors_perturbed", "wf": "world_facts_perturbed", "holdout": split_pairing(forget_split)[1]}
 
 @dataclass
 class EncodedSet:
@@ -222,6 +298,7 @@ class EncodedSet:
     seqs: list = field(default_factory=list)
     starts: list = field(default_factory=list)
     keys: list = field(default_factory=list)    # (row, variant, k): variant in answer / para / pert
+    label_texts: list = field(default_factory=list)  # MIA sets: the answer's labelled tokens decoded (zlib attack)
 
 _ENC_CACHE: dict = {}
 
@@ -234,7 +311,7 @@ def _rows(config, source):
 def encode_eval_set(name, config, tokenizer, template, source=None, question_key: str = "question") -> EncodedSet:
     "Tokenise one eval set once (cached per tokenizer/template/source/config/question key)."
     qk = question_key if name in ("forget", "retain") else "question"
-    key = (id(tokenizer), repr(template), repr(source) if not isinstance(source, dict) else id(source), config, qk)
+    key = (id(tokenizer), repr(template), repr(source) if not isinstance(source, dict) else id(source), config, qk, name)
     hit = _ENC_CACHE.get(key)
     if hit is not None and hit[0] is tokenizer: return hit[1]
     rows = _rows(config, source)
@@ -249,11 +326,13 @@ def encode_eval_set(name, config, tokenizer, template, source=None, question_key
         es.inputs.append(inp); es.ground_truth.append(dec(g["labels"]).replace(inp, "").strip())
         variants = [("answer", 0, r["answer"])]
         if name in ("forget", "retain"): variants.append(("para", 0, r["paraphrased_answer"]))
-        variants += [("pert", k, a) for k, a in enumerate(r["perturbed_answer"])]
+        if name != "holdout": variants += [("pert", k, a) for k, a in enumerate(r["perturbed_answer"])]
         for v, k, a in variants:
             e = encode_qa(tokenizer, template, r[qk], a, prompt_ids=p)
             st = next((j for j, l in enumerate(e["labels"]) if l != IGNORE_INDEX), len(e["labels"]))
             es.seqs.append(list(e["input_ids"])); es.starts.append(st); es.keys.append((i, v, k))
+            if v == "answer" and name in MIA_SETS:
+                es.label_texts.append(tokenizer.decode([l for l in e["labels"] if l != IGNORE_INDEX], skip_special_tokens=True))
     _ENC_CACHE[key] = (tokenizer, es)
     return es
 
@@ -277,12 +356,45 @@ def _prob_entry(L) -> dict:
 def _score_entry(scores, agg) -> dict:
     return {"agg_value": agg, "value_by_index": {str(i): {"score": (None if s is None else float(s))} for i, s in enumerate(scores)}}
 
-def build_logs(sets: dict, scored, gens: dict, retain_tr=None, tr_forget: str = "closer_to_1_better",
-               gibberish="offline") -> dict:
-    "open-unlearning TOFU_EVAL.json content from the encoded sets, the flat scores and the generations."
-    logs, off = {}, 0
+def mia_seq_ids(sets: dict) -> list:
+    "Flat indices of the (question, answer) sequences of the MIA sets (those that need per-token statistics)."
+    ids, off = [], 0
     for name, es in sets.items():
-        Lc, Lp, Lw, M = _by_row(es, scored, off); off += len(es.seqs)
+        if name in MIA_SETS: ids += [off + j for j, (_, v, _) in enumerate(es.keys) if v == "answer"]
+        off += len(es.seqs)
+    return ids
+
+def mia_scores(es: EncodedSet, scored, off: int, k: float = MIA_K) -> dict:
+    "attack -> per-row scores of one MIA set, from its (question, answer) sequences at flat offset `off`."
+    js = [off + j for j, (_, v, _) in enumerate(es.keys) if v == "answer"]
+    check(all(j in scored.token_logp for j in js), f"the {es.name} sequences were scored without per-token statistics.",
+          "pass mia_seq_ids(sets) as score_sequences(..., token_stats=...) (evaluate_tofu does).")
+    check(len(es.label_texts) == len(js), f"the {es.name} set has no decoded answer texts.", "encode it as 'forget' or 'holdout'.")
+    lp = [scored.token_logp[j][:-1] for j in js]                       # labelled tokens minus the last one
+    return {"mia_loss": [float(scored.avg_loss[j]) for j in js],
+            "mia_zlib": [zlib_score(scored.avg_loss[j], t) for j, t in zip(js, es.label_texts)],
+            "mia_min_k": [min_k_score(x, k) for x in lp],
+            "mia_min_k_plus_plus": [min_k_pp_score(x, scored.vocab_mu[j][:-1], scored.vocab_var[j][:-1], k)
+                                    for j, x in zip(js, lp)]}
+
+def mia_logs(forget: dict, holdout: dict, ref_auc: float | None = None) -> dict:
+    "open-unlearning's MIA entries (forget/holdout scores, `auc` = `agg_value`) and privleak from the min-k AUC."
+    logs = {}
+    for a in MIA_ATTACKS:
+        f, h = forget[a], holdout[a]; auc = mia_auc(f, h)
+        logs[a] = {"forget": _score_entry(f, float(np.mean(f))), "holdout": _score_entry(h, float(np.mean(h))),
+                   "auc": auc, "agg_value": auc}
+    logs["privleak"] = {"agg_value": privleak(logs["mia_min_k"]["auc"], ref_auc)}
+    return logs
+
+def build_logs(sets: dict, scored, gens: dict, retain_tr=None, tr_forget: str = "closer_to_1_better",
+               gibberish="offline", privleak_ref: float | None = None, mia_k: float = MIA_K) -> dict:
+    "open-unlearning TOFU_EVAL.json content from the encoded sets, the flat scores and the generations."
+    logs, off, offs = {}, 0, {}
+    for name, es in sets.items():
+        offs[name] = off; off += len(es.seqs)
+        if name == "holdout": continue                                   # MIA only (below)
+        Lc, Lp, Lw, M = _by_row(es, scored, offs[name])
         logs[f"{name}_Q_A_Prob"] = _prob_entry(Lc)
         logs[f"{name}_Q_A_PERT_Prob"] = _prob_entry(Lw)
         if name in ("forget", "retain"):
@@ -314,11 +426,13 @@ def build_logs(sets: dict, scored, gens: dict, retain_tr=None, tr_forget: str = 
                 str(i): {"score": float(x < 0.5)} for i, x in enumerate(p)}}
     if all(k in logs for k in MODEL_UTILITY_KEYS):
         logs["model_utility"] = {"agg_value": model_utility({k: logs[k]["agg_value"] for k in MODEL_UTILITY_KEYS})}
+    if all(k in sets for k in MIA_SETS):
+        logs.update(mia_logs(*(mia_scores(sets[k], scored, offs[k], mia_k) for k in MIA_SETS), privleak_ref))
     return logs
 
 # %% ../nbs/07_evaluation.ipynb #1e5f02d3
 SUMMARY_KEYS = ("forget_quality", "model_utility", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_truth_ratio",
-                "extraction_strength", "exact_memorization")
+                "extraction_strength", "exact_memorization", "privleak", *MIA_ATTACKS)
 
 def summarize(logs: dict) -> dict:
     "TOFU_SUMMARY.json content: top-level agg_values, None dropped, plus gibberish_clean_prob / gibberish_rate."
@@ -330,7 +444,7 @@ def summarize(logs: dict) -> dict:
 # %% ../nbs/07_evaluation.ipynb #2f1b691c
 def evaluate_tofu(model, tokenizer, template: Template, source=None, forget_split: str = "forget01",
                   retain_logs=None, batch_size: int = 32, out_dir=None, gibberish="offline",
-                  max_new_tokens: int = 200, question_key: str = "question", sets=("forget", "retain", "ra", "wf"),
+                  max_new_tokens: int = 200, question_key: str = "question", sets=("forget", "retain", "ra", "wf", "holdout"),
                   attn_mask: str = "reference", position_ids: str = "arange", tr_forget: str = "closer_to_1_better",
                   generate: bool = True, stats: dict | None = None) -> tuple[dict, dict]:
     "Full TOFU evaluation in one pass -> (TOFU_EVAL logs, TOFU_SUMMARY); writes both to `out_dir` if given."
@@ -340,26 +454,30 @@ def evaluate_tofu(model, tokenizer, template: Template, source=None, forget_spli
     names = eval_sets(forget_split)
     bad = [s for s in sets if s not in names]; check(not bad, f"unknown eval sets {bad}.", f"use a subset of {tuple(names)}.")
     enc = {s: encode_eval_set(s, names[s], tokenizer, template, source, question_key) for s in sets}
-    retain_tr = None
+    retain_tr, ref_auc = None, None
     if retain_logs is not None and "forget" in enc:
         retain_tr = (load_retain_logs(retain_logs, forget_split, len(enc["forget"].rows))
                      if isinstance(retain_logs, (str, Path)) else np.asarray(retain_logs, dtype=np.float64))
         check(len(retain_tr) == len(enc["forget"].rows), f"retain truth ratios have {len(retain_tr)} values, "
               f"the forget set {len(enc['forget'].rows)}.", f"use the retain model's log of {forget_split}.")
+        if isinstance(retain_logs, (str, Path)): ref_auc = load_retain_auc(retain_logs)
     flat_s = [s for e in enc.values() for s in e.seqs]; flat_st = [s for e in enc.values() for s in e.starts]
+    groups = [int(n == "holdout") for n, e in enc.items() for _ in e.seqs]      # holdout rows batch on their own
+    mia_ids = mia_seq_ids(enc) if all(k in enc for k in MIA_SETS) else []
     t1 = time.time()
-    scored = score_sequences(model, flat_s, flat_st, pad, batch_size, attn_mask, position_ids)
+    scored = score_sequences(model, flat_s, flat_st, pad, batch_size, attn_mask, position_ids, mia_ids, groups)
     t2 = time.time(); gens, gcalls = {}, 0
     if generate:
         for s, e in enc.items():
+            if s == "holdout": continue                                       # scored only
             gens[s], c = generate_greedy(model, tokenizer, e.prompts, batch_size, max_new_tokens, attn_mask); gcalls += c
     t3 = time.time()
-    logs = build_logs(enc, scored, gens, retain_tr, tr_forget, gibberish)
+    logs = build_logs(enc, scored, gens, retain_tr, tr_forget, gibberish, ref_auc)
     summary = summarize(logs)
     if stats is not None:
         stats.update(n_sequences=len(flat_s), n_score_forward=scored.n_forward, n_generate_calls=gcalls,
-                     n_prompts=sum(len(e.prompts) for e in enc.values()), encode_s=t1 - t0, score_s=t2 - t1,
-                     generate_s=t3 - t2, metrics_s=time.time() - t3)
+                     n_prompts=sum(len(e.prompts) for n, e in enc.items() if n != "holdout"), n_mia_sequences=len(mia_ids),
+                     encode_s=t1 - t0, score_s=t2 - t1, generate_s=t3 - t2, metrics_s=time.time() - t3)
     if out_dir is not None: write_eval_logs(out_dir, logs, summary)
     return logs, summary
 
@@ -397,6 +515,15 @@ def load_retain_logs(path, forget_split: str, n_forget: int) -> np.ndarray:
     check(np.isfinite(tr).all(), f"retain log {str(p)!r} has missing or non-finite forget truth ratios.", hint)
     return tr
 
+def load_retain_auc(path, key: str = "mia_min_k") -> float | None:
+    "The retain model's `key` AUC (`agg_value`) from its TOFU_EVAL.json, or None when the log lacks it."
+    p = Path(path)
+    if p.is_dir(): p = p/"TOFU_EVAL.json"
+    logs = read_json(p)
+    ent = logs.get(key) if isinstance(logs, dict) else None
+    v = ent.get("agg_value") if isinstance(ent, dict) else None
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
 def make_retain_reference(model, tokenizer, template: Template, out_dir, source=None, forget_split: str = "forget01",
                           **kw) -> Path:
     "Evaluate the retain model (no retain log) and write its TOFU_EVAL.json/TOFU_SUMMARY.json; returns the log path."
@@ -422,3 +549,27 @@ class TofuEvalCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kw): self._run(0, state, model)
     def on_epoch_end(self, args, state, control, model=None, **kw): self._run(int(round(state.epoch or 0)), state, model)
+
+# %% ../nbs/07_evaluation.ipynb #e0c4c002
+EVAL_VERSION = 2   # 2: MIA attacks and privleak in the logs
+
+def epoch0_cache_dir(model_name: str, target, retain_log, **settings) -> Path:
+    "`outputs/cache/epoch0/<model>_<hash>`: the shared epoch-0 evaluation of `target` under `settings`."
+    import os
+    from baldro_nb.core import outputs_dir, stable_hash
+    t = Path(target); rl = read_json(retain_log)
+    mtime = max(p.stat().st_mtime for p in t.glob("*") if p.is_file()) if t.is_dir() else str(target)
+    key = stable_hash({"target": os.path.relpath(target), "mtime": mtime, "version": EVAL_VERSION,
+                       "retain": rl.get("forget_truth_ratio", {}).get("agg_value"), "retain_mia": rl.get("mia_min_k", {}).get("agg_value"),
+                       **settings})
+    return outputs_dir()/"cache"/"epoch0"/f"{model_name}_{key}"
+
+def cached_epoch0(model, tokenizer, template, out_dir, cache_dir, **eval_kw) -> dict:
+    "The epoch-0 TOFU summary, computed into `cache_dir` once and copied to `out_dir/evals/epoch_0`."
+    import shutil
+    from baldro_nb.core import file_lock
+    cache_dir = Path(cache_dir)
+    with file_lock(cache_dir.parent/f".{cache_dir.name}.lock"):
+        if not (cache_dir/"TOFU_SUMMARY.json").exists(): evaluate_tofu(model, tokenizer, template, out_dir=cache_dir, **eval_kw)
+    shutil.copytree(cache_dir, Path(out_dir)/"evals"/"epoch_0", dirs_exist_ok=True)
+    return read_json(cache_dir/"TOFU_SUMMARY.json")

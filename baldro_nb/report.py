@@ -27,9 +27,11 @@ __all__ = ['RESULT_COLUMNS', 'NUMERIC_COLUMNS', 'BASE', 'DV', 'GROUP', 'VARIANTS
 RESULT_COLUMNS = ("run_id", "kind", "model", "method", "objective", "reweighting", "direction", "pool", "compat", "seed",
                   "forget_split", "status", "forget_quality", "model_utility", "gibberish_clean_prob", "gibberish_rate",
                   "forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_truth_ratio", "extraction_strength",
-                  "exact_memorization", "wall_s", "error")
+                  "exact_memorization", "privleak", "mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_plus_plus",
+                  "min_ess_frac", "wall_s", "error")
 NUMERIC_COLUMNS = ("forget_quality", "model_utility", "gibberish_clean_prob", "gibberish_rate", "forget_Q_A_Prob",
-                   "forget_Q_A_ROUGE", "forget_truth_ratio", "extraction_strength", "exact_memorization", "wall_s")
+                   "forget_Q_A_ROUGE", "forget_truth_ratio", "extraction_strength", "exact_memorization", "privleak",
+                   "mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_plus_plus", "min_ess_frac", "wall_s")
 
 def load_results(results_csv) -> pd.DataFrame:
     "Read `results.csv` (missing/empty → empty table); add missing contract columns; sort by `run_id`."

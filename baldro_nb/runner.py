@@ -136,7 +136,7 @@ def artefact_name(a) -> str: return f"outputs/{a[1]}" if isinstance(a, tuple) el
 
 # %% ../nbs/08_runner.ipynb #42def93e
 def eval_source(forget_split: str = "forget01", data_source=None, eval_rows: int | None = None):
-    "`data_source` itself, or a dict config -> rows with the utility eval sets thinned to `eval_rows` evenly spaced rows."
+    "`data_source` itself, or a dict config -> rows with the utility eval sets thinned to `eval_rows` evenly spaced rows (forget and holdout stay whole)."
     if eval_rows is None: return data_source
     from baldro_nb.data import load_tofu
     from baldro_nb.evaluation import eval_sets
@@ -144,7 +144,7 @@ def eval_source(forget_split: str = "forget01", data_source=None, eval_rows: int
     src = {}
     for name, cfg in eval_sets(forget_split).items():
         rows = [dict(r) for r in load_tofu(cfg, data_source)]
-        if name != "forget" and len(rows) > eval_rows:
+        if name not in ("forget", "holdout") and len(rows) > eval_rows:   # MIA compares the whole forget and holdout sets
             rows = [rows[int(i * len(rows) / eval_rows)] for i in range(int(eval_rows))]
         src[cfg] = rows
     return src
@@ -386,7 +386,8 @@ def execute_run(run: dict, root, outputs, env: dict | None = None, timeout: floa
 RESULT_COLUMNS = ["run_id", "kind", "model", "method", "objective", "reweighting", "direction", "pool", "compat",
                   "seed", "forget_split", "status", "forget_quality", "model_utility", "gibberish_clean_prob",
                   "gibberish_rate", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_truth_ratio",
-                  "extraction_strength", "exact_memorization", "wall_s", "error"]
+                  "extraction_strength", "exact_memorization", "privleak", "mia_loss", "mia_zlib", "mia_min_k",
+                  "mia_min_k_plus_plus", "min_ess_frac", "wall_s", "error"]
 
 def _flat(v):
     return json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v
