@@ -27,12 +27,11 @@ def check(cond, msg: str, fix: str | None = None):
 
 # %% ../nbs/00_core.ipynb #dd7c5118
 def seed_everything(seed: int = 0, deterministic: bool = False) -> int:
-    "Seed python, numpy and torch (all devices); optionally ask torch for deterministic kernels."
+    "Seed python, numpy and torch (all devices); optionally ask torch for deterministic kernels (hash seed: see prose)."
     import torch
     check(isinstance(seed, (int, np.integer)) and seed >= 0, f"seed must be a non-negative int, got {seed!r}.")
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
     if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
-    os.environ["PYTHONHASHSEED"] = str(seed)
     if deterministic: torch.use_deterministic_algorithms(True, warn_only=True)
     return int(seed)
 

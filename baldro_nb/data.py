@@ -11,17 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from .core import BaldroError, check, atomic_write, outputs_dir, file_lock, set_offline
+from .vocab import FORGET_PCTS, TOFU_HUB_ID, DATA_DIR, split_pairing, parse_source
 
 # %% auto #0
-__all__ = ['TOFU_HUB_ID', 'FORGET_PCTS', 'TOFU_CONFIGS', 'GENERAL_CONFIGS', 'QA_KINDS', 'TOFU_MINI_VERSION', 'STUDY_SOURCE',
-           'IGNORE_INDEX', 'check_config', 'split_pairing', 'make_author', 'author_rows', 'general_rows',
-           'n_forget_authors', 'n_retain_perturbed_authors', 'hub_readme', 'write_jsonl', 'tofu_mini_rows',
-           'make_tofu_mini', 'tofu_mini_dir', 'ensure_tofu_mini', 'resolve_source', 'load_tofu', 'Template',
-           'encode_prompt', 'encode_qa', 'QACollator', 'QADataset']
+__all__ = ['TOFU_CONFIGS', 'GENERAL_CONFIGS', 'QA_KINDS', 'TOFU_MINI_VERSION', 'STUDY_SOURCE', 'IGNORE_INDEX', 'check_config',
+           'make_author', 'author_rows', 'general_rows', 'n_forget_authors', 'n_retain_perturbed_authors', 'hub_readme',
+           'write_jsonl', 'tofu_mini_rows', 'make_tofu_mini', 'tofu_mini_dir', 'ensure_tofu_mini', 'resolve_source',
+           'load_tofu', 'Template', 'encode_prompt', 'encode_qa', 'QACollator', 'QADataset']
 
 # %% ../nbs/01_data.ipynb #3815faf4
-TOFU_HUB_ID = "locuslab/TOFU"
-FORGET_PCTS = (1, 5, 10)
 TOFU_CONFIGS = ("full",
     *(f"forget{p:02d}" for p in FORGET_PCTS), *(f"retain{100-p:02d}" for p in FORGET_PCTS),
     *(f"holdout{p:02d}" for p in FORGET_PCTS), *(f"forget{p:02d}_perturbed" for p in FORGET_PCTS),
@@ -32,14 +30,6 @@ def check_config(config: str) -> str:
     "Return `config` if it is a TOFU config name, else raise a `BaldroError` listing the valid ones."
     check(config in TOFU_CONFIGS, f"Unknown TOFU config {config!r}.", f"use one of {', '.join(TOFU_CONFIGS)}.")
     return config
-
-def split_pairing(forget_split: str) -> tuple[str, str]:
-    "`forgetXX` -> `(retain<100-XX>, holdoutXX)`, e.g. `forget01` -> `('retain99', 'holdout01')`."
-    fs = forget_split.removesuffix("_perturbed")
-    check(fs in [f"forget{p:02d}" for p in FORGET_PCTS], f"Unknown forget split {forget_split!r}.",
-          "use forget01, forget05 or forget10.")
-    p = int(fs[-2:])
-    return f"retain{100-p:02d}", f"holdout{p:02d}"
 
 # %% ../nbs/01_data.ipynb #5db5e809
 _GENRES = ("historical fiction", "science fiction", "crime novels", "romance", "horror", "fantasy", "poetry",
@@ -285,7 +275,7 @@ TOFU_MINI_VERSION = 2   # bump when the generator's output changes: cached folde
 
 def tofu_mini_dir(seed: int = 0, n_authors: int = 200, qa_per_author: int = 20) -> Path:
     "Where `ensure_tofu_mini` keeps this variant."
-    return outputs_dir()/"data"/f"tofu_mini_v{TOFU_MINI_VERSION}_seed{seed}_a{n_authors}_q{qa_per_author}"
+    return outputs_dir()/DATA_DIR/f"tofu_mini_v{TOFU_MINI_VERSION}_seed{seed}_a{n_authors}_q{qa_per_author}"
 
 def ensure_tofu_mini(seed: int = 0, n_authors: int = 200, qa_per_author: int = 20) -> Path:
     "The cached TOFU-mini folder for these settings (built atomically under a lock on first use)."
@@ -304,21 +294,13 @@ def ensure_tofu_mini(seed: int = 0, n_authors: int = 200, qa_per_author: int = 2
 
 # %% ../nbs/01_data.ipynb #2975ee3c
 STUDY_SOURCE = "tofu-mini:40"
-_MINI_SPEC = re.compile(r"tofu-mini(?::(.*))?")
 
 def resolve_source(source: str | os.PathLike | None = None) -> str:
     "The folder or hub id that a source spec names: None/'tofu-mini[:n_authors]' -> cached TOFU-mini folder."
-    if source is None: return str(ensure_tofu_mini())
+    kind, val = parse_source(source)
+    if kind == "mini": return str(ensure_tofu_mini() if val is None else ensure_tofu_mini(n_authors=val))
+    if kind == "hub": return val
     src = str(source)
-    m = None if isinstance(source, os.PathLike) else _MINI_SPEC.fullmatch(src)
-    if m:
-        n = m.group(1)
-        if n is None: return str(ensure_tofu_mini())
-        check(n.isdigit() and int(n) >= 2, f"Bad TOFU-mini source spec {src!r}: the number of authors must be an "
-              "integer >= 2.", "write 'tofu-mini' (200 authors) or 'tofu-mini:<n_authors>', e.g. 'tofu-mini:40'.")
-        return str(ensure_tofu_mini(n_authors=int(n)))
-    is_hub_id = not isinstance(source, os.PathLike) and re.fullmatch(r"[\w.-]+/[\w.-]+", src) and not src.startswith(".")
-    if is_hub_id and not Path(src).expanduser().exists(): return src
     p = Path(src).expanduser()
     check(p.is_dir(), f"TOFU source folder {src!r} does not exist.",
           f"pass an existing folder with a README.md `configs:` block and one JSON-lines file per config, "

@@ -5,6 +5,7 @@
 # %% ../nbs/07_evaluation.ipynb #3a592a74
 from __future__ import annotations
 import itertools, math, time, zlib
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -12,17 +13,18 @@ from pathlib import Path
 import numpy as np
 
 from .core import BaldroError, check, read_json, write_json
-from .data import IGNORE_INDEX, Template, encode_qa, encode_prompt, load_tofu, split_pairing
+from .data import IGNORE_INDEX, Template, encode_qa, encode_prompt, load_tofu
+from .vocab import FORGET_SPLITS, MIA_ATTACKS, MODEL_UTILITY_KEYS, split_pairing
 from .gibberish import gibberish_scores
 
 # %% auto #0
-__all__ = ['TR_AGGREGATORS', 'MODEL_UTILITY_KEYS', 'MIA_K', 'MIA_ATTACKS', 'MIA_SETS', 'SUMMARY_KEYS', 'EVAL_VERSION',
-           'truth_ratio', 'normalised_prob', 'prob_agg', 'forget_quality', 'model_utility', 'rouge_scores',
-           'exact_memorization', 'extraction_strength', 'mia_auc', 'zlib_score', 'min_k_score', 'min_k_pp_z',
-           'min_k_pp_score', 'token_vocab_stats', 'privleak', 'Scored', 'score_sequences', 'generate_greedy',
-           'eval_sets', 'EncodedSet', 'encode_eval_set', 'mia_seq_ids', 'mia_scores', 'mia_logs', 'build_logs',
-           'summarize', 'evaluate_tofu', 'write_eval_logs', 'load_retain_logs', 'load_retain_auc',
-           'make_retain_reference', 'TofuEvalCallback', 'epoch0_cache_dir', 'cached_epoch0']
+__all__ = ['TR_AGGREGATORS', 'MIA_K', 'MIA_SETS', 'SUMMARY_KEYS', 'EVAL_VERSION', 'truth_ratio', 'normalised_prob', 'prob_agg',
+           'forget_quality', 'model_utility', 'rouge_scores', 'exact_memorization', 'extraction_strength', 'mia_auc',
+           'zlib_score', 'min_k_score', 'min_k_pp_z', 'min_k_pp_score', 'token_vocab_stats', 'privleak', 'Scored',
+           'score_sequences', 'generate_greedy', 'eval_sets', 'EncodedSet', 'encode_eval_set', 'mia_seq_ids',
+           'mia_scores', 'mia_logs', 'build_logs', 'summarize', 'evaluate_tofu', 'write_eval_logs', 'publish_eval_logs',
+           'load_retain_logs', 'load_retain_auc', 'make_retain_reference', 'TofuEvalCallback', 'eval_source',
+           'epoch0_cache_dir', 'cached_epoch0']
 
 # %% ../nbs/07_evaluation.ipynb #31dbd427
 TR_AGGREGATORS = ("closer_to_1_better", "true_better", "prob_mean")
@@ -53,10 +55,6 @@ def prob_agg(p) -> float:
     return float(p.reshape(len(p), -1).mean(1).mean())
 
 # %% ../nbs/07_evaluation.ipynb #3fbb08f4
-MODEL_UTILITY_KEYS = ("retain_Q_A_Prob", "retain_Q_A_ROUGE", "retain_Truth_Ratio",
-                      "ra_Q_A_Prob_normalised", "ra_Q_A_ROUGE", "ra_Truth_Ratio",
-                      "wf_Q_A_Prob_normalised", "wf_Q_A_ROUGE", "wf_Truth_Ratio")
-
 def forget_quality(tr, retain_tr) -> float:
     "`scipy.stats.ks_2samp(tr, retain_tr).pvalue` (open-unlearning `ks_test`)."
     from scipy.stats import ks_2samp
@@ -115,7 +113,6 @@ def mia_auc(forget_scores, holdout_scores) -> float:
 
 # %% ../nbs/07_evaluation.ipynb #235c7d0b
 MIA_K = 0.4
-MIA_ATTACKS = ("mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_plus_plus")
 
 def zlib_score(avg_loss: float, text: str) -> float:
     "`mia_zlib`: average NLL over the zlib-compressed byte length of the answer text."
@@ -281,8 +278,7 @@ MIA_SETS = ("forget", "holdout")
 
 def eval_sets(forget_split: str = "forget01") -> dict:
     "name -> config: the four TOFU eval sets and the MIA holdout set of `forget_split`."
-    check(forget_split in ("forget01", "forget05", "forget10"), f"unknown forget split {forget_split!r}.",
-          "use forget01, forget05 or forget10.")
+    check(forget_split in FORGET_SPLITS, f"unknown forget split {forget_split!r}.", f"use one of {list(FORGET_SPLITS)}")
     return {"forget": f"{forget_split}_perturbed", "retain": "retain_perturbed",
             "ra": "real_authors_perturbed", "wf": "world_facts_perturbed", "holdout": split_pairing(forget_split)[1]}
 
@@ -300,7 +296,8 @@ class EncodedSet:
     keys: list = field(default_factory=list)    # (row, variant, k): variant in answer / para / pert
     label_texts: list = field(default_factory=list)  # MIA sets: the answer's labelled tokens decoded (zlib attack)
 
-_ENC_CACHE: dict = {}
+_ENC_CACHE: "OrderedDict" = OrderedDict()   # the most recently used encodings, at most _ENC_CACHE_SIZE
+_ENC_CACHE_SIZE = 32
 
 def _rows(config, source):
     if isinstance(source, dict):
@@ -309,11 +306,12 @@ def _rows(config, source):
     return [dict(r) for r in load_tofu(config, source)]
 
 def encode_eval_set(name, config, tokenizer, template, source=None, question_key: str = "question") -> EncodedSet:
-    "Tokenise one eval set once (cached per tokenizer/template/source/config/question key)."
+    "Tokenise one eval set once (the last 32 kept, per tokenizer/template/source/config/question key)."
     qk = question_key if name in ("forget", "retain") else "question"
     key = (id(tokenizer), repr(template), repr(source) if not isinstance(source, dict) else id(source), config, qk, name)
-    hit = _ENC_CACHE.get(key)
-    if hit is not None and hit[0] is tokenizer: return hit[1]
+    hit = _ENC_CACHE.get(key)   # the entry holds the tokenizer and an in-memory source, so their ids stay theirs
+    if hit is not None and hit[0] is tokenizer and (not isinstance(source, dict) or hit[1] is source):
+        _ENC_CACHE.move_to_end(key); return hit[2]
     rows = _rows(config, source)
     check(len(rows) > 0, f"eval set {config!r} is empty.")
     check(qk in rows[0], f"{config!r} rows have no field {qk!r}.", "use question_key='question' or 'paraphrased_question'.")
@@ -333,7 +331,8 @@ def encode_eval_set(name, config, tokenizer, template, source=None, question_key
             es.seqs.append(list(e["input_ids"])); es.starts.append(st); es.keys.append((i, v, k))
             if v == "answer" and name in MIA_SETS:
                 es.label_texts.append(tokenizer.decode([l for l in e["labels"] if l != IGNORE_INDEX], skip_special_tokens=True))
-    _ENC_CACHE[key] = (tokenizer, es)
+    _ENC_CACHE[key] = (tokenizer, source if isinstance(source, dict) else None, es)
+    while len(_ENC_CACHE) > _ENC_CACHE_SIZE: _ENC_CACHE.popitem(last=False)
     return es
 
 # %% ../nbs/07_evaluation.ipynb #a8e9a383
@@ -488,6 +487,12 @@ def write_eval_logs(out_dir, logs: dict, summary: dict | None = None) -> Path:
     write_json(out/"TOFU_SUMMARY.json", summary if summary is not None else summarize(logs), indent=4)
     return out
 
+def publish_eval_logs(src_dir, dest_dir) -> Path:
+    "Copy TOFU_EVAL.json and TOFU_SUMMARY.json from `src_dir` to `dest_dir`, each atomically, byte for byte."
+    from baldro_nb.core import atomic_write
+    for f in ("TOFU_EVAL.json", "TOFU_SUMMARY.json"): atomic_write(Path(dest_dir)/f, (Path(src_dir)/f).read_bytes())
+    return Path(dest_dir)
+
 # %% ../nbs/07_evaluation.ipynb #49ae5f30
 def load_retain_logs(path, forget_split: str, n_forget: int) -> np.ndarray:
     "The retain model's raw forget truth ratios (index order) from its TOFU_EVAL.json, validated."
@@ -549,6 +554,19 @@ class TofuEvalCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kw): self._run(0, state, model)
     def on_epoch_end(self, args, state, control, model=None, **kw): self._run(int(round(state.epoch or 0)), state, model)
+
+# %% ../nbs/07_evaluation.ipynb #42def93e
+def eval_source(forget_split: str = "forget01", data_source=None, eval_rows: int | None = None):
+    "`data_source` itself, or a dict config -> rows with the utility eval sets thinned to `eval_rows` evenly spaced rows (forget and holdout stay whole)."
+    if eval_rows is None: return data_source
+    check(int(eval_rows) > 0, f"eval_rows must be a positive int or None, got {eval_rows!r}.")
+    src = {}
+    for name, cfg in eval_sets(forget_split).items():
+        rows = [dict(r) for r in load_tofu(cfg, data_source)]
+        if name not in ("forget", "holdout") and len(rows) > eval_rows:   # MIA compares the whole forget and holdout sets
+            rows = [rows[int(i * len(rows) / eval_rows)] for i in range(int(eval_rows))]
+        src[cfg] = rows
+    return src
 
 # %% ../nbs/07_evaluation.ipynb #e0c4c002
 EVAL_VERSION = 2   # 2: MIA attacks and privleak in the logs

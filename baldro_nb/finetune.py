@@ -9,19 +9,18 @@ from pathlib import Path
 
 from .core import BaldroError, check, write_json, read_json, outputs_dir, stable_hash, seed_everything, set_offline
 from .data import (load_tofu, check_config, GENERAL_CONFIGS, QADataset, QACollator, encode_prompt, Template,
-                            FORGET_PCTS, STUDY_SOURCE, TOFU_HUB_ID)
+                            STUDY_SOURCE)
+from .vocab import STAGES, TOFU_HUB_ID, parse_source
 from .models import (get_spec, MODELS, load_model, load_tokenizer, save_tokenizer, ensure_tiny_base,
                               TINY_TOKENIZER_VERSION, stage_dir, build_atomically, resolve_model_path,
                               config_chat_template)
 
 # %% auto #0
-__all__ = ['STAGES', 'REAL_RECIPE', 'TINY_RECIPE', 'EM_SPLITS', 'ACCEPTANCE', 'training_rows', 'answer_token_loss', 'finetune',
+__all__ = ['REAL_RECIPE', 'TINY_RECIPE', 'EM_SPLITS', 'ACCEPTANCE', 'training_rows', 'answer_token_loss', 'finetune',
            'greedy_answers', 'exact_match', 'source_key', 'ensure_tiny_finetuned', 'greedy_answer_table',
            'acceptance_failures', 'tiny_acceptance_table']
 
 # %% ../nbs/03_finetune.ipynb #ba487f68
-STAGES = ("full", *(f"retain{100-p:02d}" for p in FORGET_PCTS))
-
 def training_rows(stage: str, source=None, general: bool = True, max_rows: int | None = None) -> list[dict]:
     "QA rows a `stage` model is finetuned on: the general-knowledge sets (optional) + `full` or `retainXX`."
     check(stage in STAGES, f"Unknown finetune stage {stage!r}.", f"use one of {', '.join(STAGES)}.")
@@ -84,7 +83,7 @@ def finetune(model: str, stage: str, out_dir, source=None, epochs: float = 12, l
     rows = training_rows(stage, source, general, max_rows)
     tok = load_tokenizer(init or model, spec)
     net = load_model(init or model, dtype=dtype, attn_implementation=attn_implementation,
-                     gradient_checkpointing=gradient_checkpointing, lora=lora, load_in_4bit=load_in_4bit)
+                     gradient_checkpointing=gradient_checkpointing, lora=lora, load_in_4bit=load_in_4bit, fast_masks=True)
     ds = QADataset(rows, tok, template)
     cuda = torch.cuda.is_available()
     with tempfile.TemporaryDirectory() as tmp:
@@ -146,11 +145,10 @@ def exact_match(preds: list[str], answers: list[str]) -> float:
 # %% ../nbs/03_finetune.ipynb #ce1a391a
 def source_key(source) -> str | None:
     "Folder-name key of a source spec: None for the default TOFU-mini, a slug of the spec, or local-<name>-<hash>."
-    if source is None or str(source) == "tofu-mini": return None
-    s = str(source)
-    if re.fullmatch(r"tofu-mini:\d+", s) or (not Path(s).expanduser().exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", s)):
-        return re.sub(r"[^\w.-]+", "-", s)
-    p = Path(s).expanduser().resolve(); slug = re.sub(r"[^\w.-]+", "-", p.name)
+    kind, val = parse_source(source)
+    if kind == "mini" and val is None: return None
+    if kind in ("mini", "hub"): return re.sub(r"[^\w.-]+", "-", str(source))
+    p = Path(str(source)).expanduser().resolve(); slug = re.sub(r"[^\w.-]+", "-", p.name)
     return f"local-{slug}-{stable_hash(str(p))}"
 
 def ensure_tiny_finetuned(name: str, stage: str, seed: int = 0, source=None, **overrides) -> Path:
@@ -194,7 +192,7 @@ def greedy_answer_table(models: dict, splits=EM_SPLITS, source=None, template: T
         spec = get_spec(name) if name else None
         path = str(resolve_model_path(path))
         tpl = template or (spec.template if spec else Template())
-        tok, net = load_tokenizer(path), load_model(path)
+        tok, net = load_tokenizer(path), load_model(path, fast_masks=True)
         kw = {"mask_pad_tokens": _trained_mask_pad(path), **gen}
         pred = dict(zip(qs, greedy_answers(net, tok, tpl, qs, **kw)))
         table[label] = {s: round(100 * exact_match([pred[r["question"]] for r in rs], [r["answer"] for r in rs]), 1)

@@ -11,12 +11,13 @@ from pathlib import Path
 from .core import (BaldroError, check, atomic_write, outputs_dir, file_lock, write_json, read_json, set_offline,
                             usual_mode)
 from .data import Template, encode_qa, encode_prompt, ensure_tofu_mini, tofu_mini_rows, IGNORE_INDEX
+from .vocab import MODEL_NAMES, REAL_MODELS, TINY_MODELS, model_rel
 
 # %% auto #0
-__all__ = ['CHAT_TEMPLATES', 'FAMILY_TOKENS', 'TINY_ARCH', 'MODELS', 'REAL_MODELS', 'TINY_MODELS', 'TINY_VOCAB',
-           'TINY_TOKENIZER_VERSION', 'family_special_tokens', 'ModelSpec', 'get_spec', 'build_tiny_tokenizer',
-           'save_tokenizer', 'config_chat_template', 'load_tokenizer', 'stage_dir', 'build_atomically',
-           'ensure_tiny_base', 'fast_attention_masks', 'resolve_model_path', 'load_model']
+__all__ = ['CHAT_TEMPLATES', 'FAMILY_TOKENS', 'TINY_ARCH', 'MODELS', 'TINY_VOCAB', 'TINY_TOKENIZER_VERSION',
+           'family_special_tokens', 'ModelSpec', 'get_spec', 'build_tiny_tokenizer', 'save_tokenizer',
+           'config_chat_template', 'load_tokenizer', 'stage_dir', 'build_atomically', 'ensure_tiny_base',
+           'fast_attention_masks', 'resolve_model_path', 'load_model']
 
 # %% ../nbs/02_models.ipynb #9d5172b8
 CHAT_TEMPLATES = {
@@ -105,8 +106,6 @@ MODELS = {s.name: s for s in [
     ModelSpec("tiny-qwen3", None, "qwen3", _QWEN3, tiny=dict(arch="qwen3", head_dim=32, **TINY_ARCH)),
     ModelSpec("tiny-mistral", None, "mistral", _MISTRAL, tiny=dict(arch="mistral", head_dim=32, **TINY_ARCH)),
 ]}
-REAL_MODELS = tuple(n for n, s in MODELS.items() if not s.is_tiny)
-TINY_MODELS = tuple(n for n, s in MODELS.items() if s.is_tiny)
 
 def get_spec(name: str) -> ModelSpec:
     "The registered `ModelSpec` called `name` (a clear error lists the valid names)."
@@ -213,7 +212,7 @@ def _tiny_config(spec: ModelSpec, tok):
 
 def stage_dir(name: str, stage: str, seed: int = 0) -> Path:
     "`outputs/models/<name>/<stage>` (seed 0) or `.../<stage>_seed<seed>`."
-    return outputs_dir()/"models"/name/(stage if seed == 0 else f"{stage}_seed{seed}")
+    return outputs_dir()/model_rel(name, stage, seed)
 
 def build_atomically(dest: Path, build, current=None) -> Path:
     "Run `build(tmp_dir)` and rename the result to `dest` under a lock, unless `dest` is complete (and `current(dest)`)."
@@ -313,7 +312,7 @@ def resolve_model_path(name_or_path) -> str:
 
 def load_model(name_or_path, dtype: str = "float32", attn_implementation: str = "eager",
                gradient_checkpointing: bool = False, lora: dict | None = None, load_in_4bit: bool = False,
-               device: str | None = None, fast_masks: bool = True):
+               device: str | None = None, fast_masks: bool = False):
     "A causal LM with the study's options (dtype, attention, grad checkpointing, LoRA, 4-bit, vmap-free masks)."
     import importlib.util, torch
     from transformers import AutoModelForCausalLM

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .core import BaldroError, check
+from .vocab import OBJECTIVE_NAMES, objective_key
 
 # %% auto #0
 __all__ = ['OBJECTIVES', 'token_nll', 'seq_stats', 'ForgetLoss', 'grad_ascent', 'npo', 'simnpo', 'satimp', 'wga', 'tnpo',
@@ -111,11 +112,7 @@ OBJECTIVES = {
 
 def get_objective(name: str) -> dict:
     "Look up an objective by name (case-insensitive; `-` and `_` ignored)."
-    key = str(name).lower().replace("-", "_")
-    alias = {"ga": "grad_ascent", "gradascent": "grad_ascent", "graddiff": "grad_diff", "gd": "grad_diff"}
-    key = alias.get(key.replace("_", ""), key)
-    check(key in OBJECTIVES, f"unknown objective {name!r}.", f"use one of {sorted(OBJECTIVES)}")
-    return OBJECTIVES[key]
+    return OBJECTIVES[objective_key(name)]
 
 def forget_loss(name: str, logits, labels, ref_logp=None, **hp) -> ForgetLoss:
     "Objective `name` on a batch's logits/labels (hyper-parameters default to methods.md §2.9)."

@@ -12,10 +12,13 @@ import torch.distributed
 
 from .core import BaldroError, check
 from .objectives import ForgetLoss, token_nll, seq_stats
+from .vocab import UNITS, DIRECTIONS, POOLS, REWEIGHTING_PARAMS
+
+_DV = REWEIGHTING_PARAMS["dv"]   # DV's parameters and defaults, as a user writes them
 
 # %% auto #0
-__all__ = ['UNITS', 'DIRECTIONS', 'REWEIGHTINGS', 'Reweighted', 'Mean', 'mean', 'dv_value', 'DV', 'dv', 'Group', 'group', 'take',
-           'group_select', 'weight_stats', 'make_reweighting']
+__all__ = ['REWEIGHTINGS', 'Reweighted', 'Mean', 'mean', 'dv_value', 'DV', 'dv', 'Group', 'group', 'take', 'group_select',
+           'weight_stats', 'make_reweighting']
 
 # %% ../nbs/05_reweighting.ipynb #704d1fce
 @dataclass
@@ -24,7 +27,6 @@ class Reweighted:
     loss: torch.Tensor
     weights: torch.Tensor
 
-UNITS = ("sequence", "token", "scalar")
 
 def _check_unit(unit):
     check(unit in UNITS, f"unknown unit {unit!r}.", f"use one of {list(UNITS)}")
@@ -41,7 +43,7 @@ def _token_share(fl: ForgetLoss) -> torch.Tensor:
 @dataclass
 class Mean:
     "Plain average of the forget losses (`unit`: 'sequence' or 'token')."
-    unit: str = "sequence"
+    unit: str = REWEIGHTING_PARAMS["mean"]["unit"]
     name = "mean"
     def __post_init__(self): _check_unit(self.unit)
     def __call__(self, fl: ForgetLoss, indices=None) -> Reweighted:
@@ -50,13 +52,11 @@ class Mean:
             return Reweighted(L.to(_cdtype(L)).mean(), torch.full((B,), 1.0 / B, dtype=torch.float32, device=L.device))
         return Reweighted(fl.token_mean().to(_cdtype(fl.per_sample)), _token_share(fl))
 
-def mean(unit: str = "sequence") -> Mean:
+def mean(unit: str = REWEIGHTING_PARAMS["mean"]["unit"]) -> Mean:
     "The `mean` reweighting."
     return Mean(unit)
 
 # %% ../nbs/05_reweighting.ipynb #5fdbc997
-DIRECTIONS = ("softmin", "softmax")
-
 def dv_value(L: torch.Tensor, beta: float, direction: str = "softmin") -> torch.Tensor:
     "`∓β·log mean exp(∓L/β)` over the items of `L` (computed in fp32, fp64 for fp64 input; max-shifted)."
     check(direction in DIRECTIONS, f"unknown DV direction {direction!r}.", f"use one of {list(DIRECTIONS)}")
@@ -85,18 +85,18 @@ def _gather_pairs(pairs: list) -> list:
 @dataclass
 class DV:
     "BalDRO-DV reweighting (see the cell above for `pool='forget_set'`, its table and `refresh_every`)."
-    beta: float = 1.0
-    direction: str = "softmin"
-    pool: str = "batch"
-    unit: str = "sequence"
-    refresh_every: int = 1
+    beta_dv: float = _DV["beta_dv"]
+    direction: str = _DV["direction"]
+    pool: str = _DV["pool"]
+    unit: str = _DV["unit"]
+    refresh_every: int = _DV["refresh_every"]
     table: dict = field(default_factory=dict, repr=False)
     name = "dv"
     def __post_init__(self):
         _check_unit(self.unit)
         check(self.direction in DIRECTIONS, f"unknown DV direction {self.direction!r}.", f"use one of {list(DIRECTIONS)}")
-        check(self.pool in ("batch", "forget_set"), f"unknown DV pool {self.pool!r}.", "use 'batch' or 'forget_set'")
-        check(self.beta > 0, f"beta_dv must be > 0, got {self.beta}.", "pass a positive temperature")
+        check(self.pool in POOLS, f"unknown DV pool {self.pool!r}.", f"use one of {list(POOLS)}")
+        check(self.beta_dv > 0, f"beta_dv must be > 0, got {self.beta_dv}.", "pass a positive temperature")
         check(self.pool == "batch" or self.unit == "sequence", "pool='forget_set' weighs sequences.", "use unit='sequence'")
         check(isinstance(self.refresh_every, int) and not isinstance(self.refresh_every, bool) and self.refresh_every >= 0,
               f"refresh_every must be an int >= 0, got {self.refresh_every!r}.", "1 = refresh before every optimizer step, 0 = never")
@@ -117,40 +117,40 @@ class DV:
     def __call__(self, fl: ForgetLoss, indices=None) -> Reweighted:
         s = -1.0 if self.direction == "softmin" else 1.0
         if self.unit == "scalar":   # reference DrWGA: DV of one already-averaged number is that number
-            return Reweighted(dv_value(fl.token_mean().reshape(1), self.beta, self.direction), _token_share(fl))
+            return Reweighted(dv_value(fl.token_mean().reshape(1), self.beta_dv, self.direction), _token_share(fl))
         if self.unit == "token":    # reference DrSatImp: DV over the flattened valid tokens
             check(fl.per_token is not None, "unit='token' needs per-token losses.", "use a token-level objective")
             items = fl.per_token[fl.mask]; cd = _cdtype(items)
             q = torch.zeros(fl.mask.shape, dtype=cd, device=items.device)
-            q[fl.mask] = torch.softmax(s * items.detach().to(cd) / self.beta, 0)
-            return Reweighted(dv_value(items, self.beta, self.direction),
+            q[fl.mask] = torch.softmax(s * items.detach().to(cd) / self.beta_dv, 0)
+            return Reweighted(dv_value(items, self.beta_dv, self.direction),
                               q.sum(-1).to(device=fl.per_sample.device, dtype=torch.float32))
         L = fl.per_sample; cd, dev = _cdtype(L), L.device
         if self.pool == "batch":
-            return Reweighted(dv_value(L, self.beta, self.direction),
-                              torch.softmax(s * L.detach().to(cd) / self.beta, 0).float())
+            return Reweighted(dv_value(L, self.beta_dv, self.direction),
+                              torch.softmax(s * L.detach().to(cd) / self.beta_dv, 0).float())
         check(indices is not None and len(indices) == L.numel(), "pool='forget_set' needs the batch's dataset indices.",
               "collate the 'index' key and pass it")
         idx = [int(i) for i in indices]
         self.table.update(_gather_pairs(_pairs(idx, L.detach().to(cd))))   # the batch entries are current
         keys = list(self.table); pos = {k: j for j, k in enumerate(keys)}
         v = torch.tensor([self.table[k] for k in keys], dtype=cd, device=dev)
-        Q = torch.softmax(s * v / self.beta, 0)
+        Q = torch.softmax(s * v / self.beta_dv, 0)
         w = (len(keys) / L.numel()) * Q[torch.tensor([pos[i] for i in idx], dtype=torch.long, device=dev)]
         sur = (w * L.to(cd).reshape(-1)).sum()
-        return Reweighted(sur + (dv_value(v, self.beta, self.direction) - sur).detach(), w.float())
+        return Reweighted(sur + (dv_value(v, self.beta_dv, self.direction) - sur).detach(), w.float())
 
-def dv(beta: float = 1.0, direction: str = "softmin", pool: str = "batch", unit: str = "sequence",
-       refresh_every: int = 1) -> DV:
+def dv(beta_dv: float = _DV["beta_dv"], direction: str = _DV["direction"], pool: str = _DV["pool"], unit: str = _DV["unit"],
+       refresh_every: int = _DV["refresh_every"]) -> DV:
     "BalDRO-DV: `softmin` (reference code) or `softmax` (paper), over the micro-batch or the forget set."
-    return DV(beta, direction, pool, unit, refresh_every)
+    return DV(beta_dv, direction, pool, unit, refresh_every)
 
 # %% ../nbs/05_reweighting.ipynb #99ef2e6c
 @dataclass
 class Group:
     "BalDRO-G: top-k hardest by current ℓ̄ (ranked without autograd), then the mean over the k selected."
-    ratio: float = 0.5
-    unit: str = "sequence"
+    ratio: float = REWEIGHTING_PARAMS["group"]["ratio"]
+    unit: str = REWEIGHTING_PARAMS["group"]["unit"]
     name = "group"
     def __post_init__(self):
         _check_unit(self.unit)
@@ -158,7 +158,7 @@ class Group:
     def k(self, B: int) -> int: return max(1, int(B * self.ratio))
     def __call__(self, fl: ForgetLoss, indices=None) -> Reweighted: return Mean(self.unit)(fl)
 
-def group(ratio: float = 0.5, unit: str = "sequence") -> Group:
+def group(ratio: float = REWEIGHTING_PARAMS["group"]["ratio"], unit: str = REWEIGHTING_PARAMS["group"]["unit"]) -> Group:
     "The `group` reweighting (BalDRO-G)."
     return Group(ratio, unit)
 
@@ -188,11 +188,11 @@ def weight_stats(w) -> dict:
     return dict(weight_entropy=float(-(nz * nz.log()).sum()), ess=ess, ess_frac=ess / w.numel(), max_weight=float(w.max()))
 
 # %% ../nbs/05_reweighting.ipynb #2bff008d
-REWEIGHTINGS = {"mean": (mean, ("unit",)), "dv": (dv, ("beta", "direction", "pool", "unit", "refresh_every")), "group": (group, ("ratio", "unit"))}
+REWEIGHTINGS = {"mean": mean, "dv": dv, "group": group}   # their parameters: vocab.REWEIGHTING_PARAMS
 
 def make_reweighting(name: str, **kw):
     "Build a reweighting by name with keyword parameters (unknown names/parameters → `BaldroError`)."
     check(name in REWEIGHTINGS, f"unknown reweighting {name!r}.", f"use one of {sorted(REWEIGHTINGS)}")
-    fn, ok = REWEIGHTINGS[name]; bad = set(kw) - set(ok)
+    fn, ok = REWEIGHTINGS[name], REWEIGHTING_PARAMS[name]; bad = set(kw) - set(ok)
     check(not bad, f"reweighting {name!r} has no parameter(s) {sorted(bad)}.", f"valid: {list(ok)}")
     return fn(**kw)

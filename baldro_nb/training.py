@@ -16,12 +16,13 @@ from .core import BaldroError, check, seed_everything, write_json
 from .data import QACollator
 from .objectives import OBJECTIVES, get_objective, token_nll, seq_stats, retain_nll, retain_kl, ForgetLoss
 from .reweighting import make_reweighting, group_select, take, weight_stats, Group, DV
+from .vocab import COMPATS, OBJECTIVE_NAMES, REWEIGHTINGS, REWEIGHTING_PARAMS, objective_key
 
 # %% auto #0
-__all__ = ['PRESETS', 'COMPATS', 'TRAINING_PRESETS', 'METHOD_PARAMS', 'MethodConfig', 'preset_name', 'resolve_method',
-           'method_summary', 'training_preset', 'run_schedule', 'method_from_params', 'RefCache', 'LiveRef',
-           'ForgetRetainDataset', 'cat_batches', 'unlearn_loss', 'UnlearnTrainer', 'forget_set_losses', 'steps_summary',
-           'initial_losses', 'unlearn']
+__all__ = ['PRESETS', 'TRAINING_PRESETS', 'METHOD_PARAMS', 'MethodConfig', 'preset_name', 'resolve_method', 'method_summary',
+           'training_preset', 'run_schedule', 'method_from_params', 'RefCache', 'LiveRef', 'ForgetRetainDataset',
+           'cat_batches', 'unlearn_loss', 'UnlearnTrainer', 'forget_set_losses', 'steps_summary', 'initial_losses',
+           'unlearn']
 
 # %% ../nbs/06_training.ipynb #f5c0ad1c
 @dataclass
@@ -50,8 +51,8 @@ _OBJ_DEFAULTS = {  # objective -> (gamma, alpha, retain)   methods.md §2.9
     "grad_ascent": (1.0, 0.0, "none"), "grad_diff": (1.0, 1.0, "nll"), "npo": (1.0, 1.0, "nll"),
     "simnpo": (0.125, 1.0, "nll"), "satimp": (0.1, 1.0, "nll"), "wga": (1.0, 1.0, "nll"), "tnpo": (1.0, 1.0, "nll")}
 
-_BASE = {"GradAscent": "grad_ascent", "GradDiff": "grad_diff", "NPO": "npo", "SimNPO": "simnpo",
-         "SatImp": "satimp", "WGA": "wga", "TNPO": "tnpo"}
+_BASE = {name: key for key, name in OBJECTIVE_NAMES.items()}   # "NPO" -> "npo"
+_DVP, _GP = REWEIGHTING_PARAMS["dv"], REWEIGHTING_PARAMS["group"]
 
 def _preset(name: str, compat: str) -> MethodConfig:
     rw = "dv" if name.startswith("Dr") else "group" if name.startswith("Group") else "mean"
@@ -60,30 +61,26 @@ def _preset(name: str, compat: str) -> MethodConfig:
     unit = get_objective(obj)["ref_unit"] if ref else "sequence"
     rw_hp = {"unit": unit}
     if rw == "dv":
-        rw_hp.update(beta=2.0 if base == "WGA" else 1.0, direction="softmin", pool="batch")
+        rw_hp.update(beta_dv=2.0 if base == "WGA" else _DVP["beta_dv"], direction=_DVP["direction"], pool=_DVP["pool"])
         if ref and base == "WGA": rw_hp["unit"] = "scalar"
-    if rw == "group": rw_hp["ratio"] = 0.5
+    if rw == "group": rw_hp["ratio"] = _GP["ratio"]
     red = "seq" if ref and name in ("DrNPO", "DrSatImp") else "token"
     hp = {"detach": not ref} if obj == "tnpo" else {}
     return MethodConfig(name, obj, hp, rw, rw_hp, ret, red, g, a, compat)
 
 PRESETS = ("GradAscent", "GradDiff", "NPO", "DrNPO", "GroupNPO", "SimNPO", "DrSimNPO", "GroupSimNPO",
            "SatImp", "DrSatImp", "GroupSatImp", "WGA", "DrWGA", "TNPO", "DrTNPO")
-COMPATS = ("reference", "corrected")
 
 # %% ../nbs/06_training.ipynb #50863f11
-_RW_KEYS = {"beta_dv": "beta", "direction": "direction", "pool": "pool", "ratio": "ratio", "unit": "unit",
-            "refresh_every": "refresh_every", "sampling_ratio": "ratio", "beta_dv_forget": "beta", "sigma_forget": "beta"}
+_ALIASES = {"beta_dv_forget": "beta_dv", "sigma_forget": "beta_dv", "sampling_ratio": "ratio"}   # the reference configs' names
 _TOP_KEYS = ("gamma", "alpha", "retain", "retain_reduction")
-_RW_PARAMS = {"mean": ("unit",), "dv": ("beta", "direction", "pool", "unit", "refresh_every"), "group": ("ratio", "unit")}
+_RW_KEYS = sorted({k for p in REWEIGHTING_PARAMS.values() for k in p} | set(_ALIASES))
 _REF_FIXED = {"unit", "retain_reduction", "detach", "refresh_every"}   # reference trainers have no such knob
 _REF_ONLY = {"direction": "softmin", "pool": "batch"}   # the only value a reference trainer knows
 
-def _objective_key(objective) -> str: return next(k for k, v in OBJECTIVES.items() if v is get_objective(objective))
-
 def preset_name(objective, reweighting: str = "mean") -> str | None:
     "The reference trainer that runs `objective` × `reweighting` (`'DrNPO'`, …), or None when no reference runs it."
-    base = {v: k for k, v in _BASE.items()}[_objective_key(objective)]
+    base = OBJECTIVE_NAMES[objective_key(objective)]
     name = {"mean": "", "dv": "Dr", "group": "Group"}.get(reweighting, "?") + base
     return name if name in PRESETS else None
 
@@ -97,14 +94,14 @@ def _compose(obj: str, rw: str, compat: str) -> MethodConfig:
     if name is not None: return _preset(name, compat)
     g, a, ret = _OBJ_DEFAULTS[obj]
     hp = {"detach": True} if obj == "tnpo" else {}
-    rw_hp = {"unit": "sequence", **dict(dv=dict(beta=1.0, direction="softmin", pool="batch"), group=dict(ratio=0.5)).get(rw, {})}
+    rw_hp = {k: v for k, v in REWEIGHTING_PARAMS[rw].items() if k != "refresh_every"}   # the defaults, written out
     return MethodConfig(f"{obj}+{rw}", obj, hp, rw, rw_hp, ret, "token", g, a, compat)
 
 def _check_reference(m: MethodConfig, params: dict):
     "Refuse, under compat='reference', a parameter the reference trainer `m.name` does not have."
     fix = f"use compat='corrected' (objective={m.objective!r}, reweighting={m.reweighting!r}) for this variant"
     for k, v in params.items():
-        rk = _RW_KEYS.get(k, k)
+        rk = _ALIASES.get(k, k)
         check(rk not in _REF_FIXED, f"{k}={v!r}: the reference trainer {m.name} has no such setting.", fix)
         if rk in _REF_ONLY: check(v == _REF_ONLY[rk], f"{k}={v!r}: the reference trainer {m.name} only computes {k}={_REF_ONLY[rk]!r}.", fix)
     if m.retain == "kl": check(m.reweighting == "mean" and m.objective != "grad_ascent",
@@ -116,18 +113,18 @@ def resolve_method(method: str | MethodConfig | dict | None = None, *, objective
     if isinstance(method, MethodConfig): return method
     if isinstance(method, dict): return MethodConfig(**method)
     check(compat in COMPATS, f"unknown compat {compat!r}.", f"use one of {list(COMPATS)}")
-    check(reweighting in (None, *_RW_PARAMS), f"unknown reweighting {reweighting!r}.", f"use one of {sorted(_RW_PARAMS)}")
+    check(reweighting in (None, *REWEIGHTINGS), f"unknown reweighting {reweighting!r}.", f"use one of {sorted(REWEIGHTINGS)}")
     if method is not None:
         names = {p.lower(): p for p in PRESETS}
         check(str(method).lower() in names, f"unknown method {method!r}.",
-              f"use one of {list(PRESETS)} or objective=/reweighting= ({sorted(OBJECTIVES)} × {sorted(_RW_PARAMS)})")
+              f"use one of {list(PRESETS)} or objective=/reweighting= ({sorted(OBJECTIVES)} × {sorted(REWEIGHTINGS)})")
         m = _preset(names[str(method).lower()], compat)
         if objective is not None: check(get_objective(objective) is get_objective(m.objective),
                                         f"method {method} uses objective {m.objective}, not {objective!r}.", "drop one of them")
         if reweighting is not None and reweighting != m.reweighting: m = _compose(m.objective, reweighting, compat)
     else:
         check(objective is not None, "no method given.", f"pass method= (one of {list(PRESETS)}) or objective=")
-        m = _compose(_objective_key(objective), reweighting or "mean", compat)
+        m = _compose(objective_key(objective), reweighting or "mean", compat)
     obj_keys = set(get_objective(m.objective)["hp"])
     valid = sorted(obj_keys | set(_TOP_KEYS) | set(_RW_KEYS))
     ohp, rhp = dict(m.objective_hp), dict(m.reweighting_hp)
@@ -136,9 +133,9 @@ def resolve_method(method: str | MethodConfig | dict | None = None, *, objective
         if k in obj_keys: ohp[k] = v
         elif k in _TOP_KEYS: m = replace(m, **{k: v})
         else:
-            ok = _RW_PARAMS[m.reweighting]
-            check(_RW_KEYS[k] in ok, f"parameter {k!r} does not apply to reweighting {m.reweighting!r}.", f"valid there: {list(ok)}")
-            rhp[_RW_KEYS[k]] = v
+            ok = REWEIGHTING_PARAMS[m.reweighting]
+            check(_ALIASES.get(k, k) in ok, f"parameter {k!r} does not apply to reweighting {m.reweighting!r}.", f"valid there: {list(ok)}")
+            rhp[_ALIASES.get(k, k)] = v
     m = replace(m, objective_hp=ohp, reweighting_hp=rhp)
     if m.compat == "reference": _check_reference(m, params)
     check(m.retain in ("nll", "kl", "none"), f"unknown retain term {m.retain!r}.", "use 'nll', 'kl' or 'none'")
@@ -154,7 +151,7 @@ def method_summary(m: MethodConfig) -> dict:
     "Flat description of a method for results tables (None where a field does not apply)."
     rh = m.reweighting_hp
     return dict(method=m.name, objective=m.objective, reweighting=m.reweighting, direction=rh.get("direction"),
-                pool=rh.get("pool"), compat=m.compat, beta_dv=rh.get("beta"), group_ratio=rh.get("ratio"),
+                pool=rh.get("pool"), compat=m.compat, beta_dv=rh.get("beta_dv"), group_ratio=rh.get("ratio"),
                 unit=rh.get("unit"), retain=m.retain, retain_reduction=m.retain_reduction, gamma=m.gamma, alpha=m.alpha)
 
 # %% ../nbs/06_training.ipynb #a8ee9a28
@@ -178,7 +175,7 @@ METHOD_PARAMS = ("beta_dv", "direction", "pool", "refresh_every", "ratio", "beta
 def method_from_params(objective, reweighting: str = "mean", compat: str = "corrected", training: str | None = None,
                        **params) -> MethodConfig:
     "The method of one experiment run from its notebook parameters (None = not set; DV's β from the training preset)."
-    rw = {"none": "mean", None: "mean"}.get(reweighting, reweighting)
+    rw = reweighting or "mean"
     p = {k: v for k, v in params.items() if v is not None}
     if rw == "dv" and "beta_dv" not in p and training is not None: p["beta_dv"] = training_preset(training)["beta_dv"]
     return resolve_method(objective=objective, reweighting=rw, compat=compat, **p)
