@@ -64,6 +64,7 @@ def forget_quality(tr, retain_tr) -> float:
           "check the retain log and the model's forget scores for NaN/inf.")
     return float(ks_2samp(a, b).pvalue)
 
+# %% ../nbs/07_evaluation.ipynb #dac7f84f
 def model_utility(values: dict) -> float:
     "Harmonic mean of the nine `MODEL_UTILITY_KEYS` aggregates (0 if any is 0)."
     missing = [k for k in MODEL_UTILITY_KEYS if values.get(k) is None]
@@ -90,6 +91,7 @@ def exact_memorization(match) -> float | None:
     m = np.asarray(match, dtype=bool)
     return float(m.mean()) if len(m) else None
 
+# %% ../nbs/07_evaluation.ipynb #f1848668
 def extraction_strength(match) -> float:
     "1 - k*/N, k* = first k in [0, N-1] with match[k:] all true (N-1 if none); 0 for N = 0."
     m = np.asarray(match, dtype=bool); n = len(m)
@@ -118,12 +120,14 @@ def zlib_score(avg_loss: float, text: str) -> float:
     "`mia_zlib`: average NLL over the zlib-compressed byte length of the answer text."
     return float(avg_loss) / len(zlib.compress(text.encode("utf-8")))
 
+# %% ../nbs/07_evaluation.ipynb #6a172dff
 def min_k_score(logp, k: float = MIA_K) -> float:
     "`mia_min_k`: -mean of the lowest max(1, int(k·N)) token log-probs (0 when N = 0)."
     lp = np.asarray(logp, dtype=np.float64).reshape(-1)
     if lp.size == 0: return 0.0
     return float(-np.sort(lp)[:max(1, int(len(lp) * k))].mean())
 
+# %% ../nbs/07_evaluation.ipynb #4302ca1d
 def min_k_pp_z(logp, mu, var) -> np.ndarray:
     "Standardised token log-probs `(log p_y - μ) / sqrt(max(σ², 1e-6))`."
     lp, m, v = (np.asarray(x, dtype=np.float64).reshape(-1) for x in (logp, mu, var))
@@ -133,6 +137,7 @@ def min_k_pp_score(logp, mu, var, k: float = MIA_K) -> float:
     "`mia_min_k_plus_plus`: min-k of the standardised log-probs (0 when N = 0)."
     return min_k_score(min_k_pp_z(logp, mu, var), k)
 
+# %% ../nbs/07_evaluation.ipynb #c13b9794
 def token_vocab_stats(logits, targets, chunk: int = 256):
     "Logit rows [n, V] and targets [n] -> float64 (log p_y, μ, σ²): μ = Σ_v p_v·log p_v, σ² = Σ_v p_v·(log p_v)² - μ²."
     import torch
@@ -164,6 +169,7 @@ class Scored:
     vocab_mu: dict = field(default_factory=dict)     # seq -> μ of log p under the next-token distribution, per token
     vocab_var: dict = field(default_factory=dict)    # seq -> σ² of the same, per token
 
+# %% ../nbs/07_evaluation.ipynb #571ad8d4
 def _split_model(model):
     "(decoder, lm_head) when the model exposes them, else (None, None) -> full-logits fallback."
     try: dec, head = model.get_decoder(), model.get_output_embeddings()
@@ -177,6 +183,7 @@ def _device(model):
     try: return next(model.parameters()).device
     except StopIteration: return torch.device("cpu")
 
+# %% ../nbs/07_evaluation.ipynb #b0147ef2
 def score_sequences(model, seqs, label_starts, pad_id: int, batch_size: int = 32, attn_mask: str = "reference",
                     position_ids: str = "arange", token_stats=(), groups=None) -> Scored:
     "Average NLL (labelled tokens incl. eos) and EM matches (minus last token) of each sequence, in one pass; per-token log p, μ, σ² of the `token_stats` ones; `groups` never share a batch."
@@ -282,6 +289,7 @@ def eval_sets(forget_split: str = "forget01") -> dict:
     return {"forget": f"{forget_split}_perturbed", "retain": "retain_perturbed",
             "ra": "real_authors_perturbed", "wf": "world_facts_perturbed", "holdout": split_pairing(forget_split)[1]}
 
+# %% ../nbs/07_evaluation.ipynb #e4fecbe3
 @dataclass
 class EncodedSet:
     "One eval set: rows, generation prompts, ground truths, and every (row, variant) sequence to score."
@@ -305,6 +313,7 @@ def _rows(config, source):
         return list(source[config])
     return [dict(r) for r in load_tofu(config, source)]
 
+# %% ../nbs/07_evaluation.ipynb #9caa2494
 def encode_eval_set(name, config, tokenizer, template, source=None, question_key: str = "question") -> EncodedSet:
     "Tokenise one eval set once (the last 32 kept, per tokenizer/template/source/config/question key)."
     qk = question_key if name in ("forget", "retain") else "question"
@@ -355,6 +364,7 @@ def _prob_entry(L) -> dict:
 def _score_entry(scores, agg) -> dict:
     return {"agg_value": agg, "value_by_index": {str(i): {"score": (None if s is None else float(s))} for i, s in enumerate(scores)}}
 
+# %% ../nbs/07_evaluation.ipynb #3f532654
 def mia_seq_ids(sets: dict) -> list:
     "Flat indices of the (question, answer) sequences of the MIA sets (those that need per-token statistics)."
     ids, off = [], 0
@@ -363,6 +373,7 @@ def mia_seq_ids(sets: dict) -> list:
         off += len(es.seqs)
     return ids
 
+# %% ../nbs/07_evaluation.ipynb #81818d2b
 def mia_scores(es: EncodedSet, scored, off: int, k: float = MIA_K) -> dict:
     "attack -> per-row scores of one MIA set, from its (question, answer) sequences at flat offset `off`."
     js = [off + j for j, (_, v, _) in enumerate(es.keys) if v == "answer"]
@@ -376,6 +387,7 @@ def mia_scores(es: EncodedSet, scored, off: int, k: float = MIA_K) -> dict:
             "mia_min_k_plus_plus": [min_k_pp_score(x, scored.vocab_mu[j][:-1], scored.vocab_var[j][:-1], k)
                                     for j, x in zip(js, lp)]}
 
+# %% ../nbs/07_evaluation.ipynb #11986eae
 def mia_logs(forget: dict, holdout: dict, ref_auc: float | None = None) -> dict:
     "open-unlearning's MIA entries (forget/holdout scores, `auc` = `agg_value`) and privleak from the min-k AUC."
     logs = {}
@@ -386,6 +398,7 @@ def mia_logs(forget: dict, holdout: dict, ref_auc: float | None = None) -> dict:
     logs["privleak"] = {"agg_value": privleak(logs["mia_min_k"]["auc"], ref_auc)}
     return logs
 
+# %% ../nbs/07_evaluation.ipynb #ef280636
 def build_logs(sets: dict, scored, gens: dict, retain_tr=None, tr_forget: str = "closer_to_1_better",
                gibberish="offline", privleak_ref: float | None = None, mia_k: float = MIA_K) -> dict:
     "open-unlearning TOFU_EVAL.json content from the encoded sets, the flat scores and the generations."
@@ -480,6 +493,7 @@ def evaluate_tofu(model, tokenizer, template: Template, source=None, forget_spli
     if out_dir is not None: write_eval_logs(out_dir, logs, summary)
     return logs, summary
 
+# %% ../nbs/07_evaluation.ipynb #a5670cbb
 def write_eval_logs(out_dir, logs: dict, summary: dict | None = None) -> Path:
     "Write TOFU_EVAL.json (indent 4, keys sorted) and TOFU_SUMMARY.json to `out_dir`."
     out = Path(out_dir)
@@ -520,6 +534,7 @@ def load_retain_logs(path, forget_split: str, n_forget: int) -> np.ndarray:
     check(np.isfinite(tr).all(), f"retain log {str(p)!r} has missing or non-finite forget truth ratios.", hint)
     return tr
 
+# %% ../nbs/07_evaluation.ipynb #eb10390f
 def load_retain_auc(path, key: str = "mia_min_k") -> float | None:
     "The retain model's `key` AUC (`agg_value`) from its TOFU_EVAL.json, or None when the log lacks it."
     p = Path(path)
@@ -529,6 +544,7 @@ def load_retain_auc(path, key: str = "mia_min_k") -> float | None:
     v = ent.get("agg_value") if isinstance(ent, dict) else None
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
+# %% ../nbs/07_evaluation.ipynb #3f9ff262
 def make_retain_reference(model, tokenizer, template: Template, out_dir, source=None, forget_split: str = "forget01",
                           **kw) -> Path:
     "Evaluate the retain model (no retain log) and write its TOFU_EVAL.json/TOFU_SUMMARY.json; returns the log path."

@@ -84,6 +84,7 @@ def preset_name(objective, reweighting: str = "mean") -> str | None:
     name = {"mean": "", "dv": "Dr", "group": "Group"}.get(reweighting, "?") + base
     return name if name in PRESETS else None
 
+# %% ../nbs/06_training.ipynb #522e554d
 def _compose(obj: str, rw: str, compat: str) -> MethodConfig:
     "Objective × reweighting under `compat`: the reference trainer's settings, or the corrected composition."
     name = preset_name(obj, rw)
@@ -107,6 +108,7 @@ def _check_reference(m: MethodConfig, params: dict):
     if m.retain == "kl": check(m.reweighting == "mean" and m.objective != "grad_ascent",
                                f"retain='kl': the reference trainer {m.name} supports only the NLL retain term.", fix)
 
+# %% ../nbs/06_training.ipynb #f6984afd
 def resolve_method(method: str | MethodConfig | dict | None = None, *, objective: str | None = None,
                    reweighting: str | None = None, compat: str = "corrected", **params) -> MethodConfig:
     "A `MethodConfig` from a preset name (+ overrides) or from `objective=` × `reweighting=` (+ any parameters)."
@@ -170,6 +172,7 @@ def run_schedule(training: str, **overrides) -> dict:
     "A run's schedule: the named training preset, with every override that is not None."
     return {**training_preset(training), **{k: v for k, v in overrides.items() if v is not None}}
 
+# %% ../nbs/06_training.ipynb #daafaa3a
 METHOD_PARAMS = ("beta_dv", "direction", "pool", "refresh_every", "ratio", "beta", "delta", "beta1", "beta2", "gamma", "alpha", "retain_reduction")
 
 def method_from_params(objective, reweighting: str = "mean", compat: str = "corrected", training: str | None = None,
@@ -190,6 +193,7 @@ def _scatter_rows(rows: list, mask: torch.Tensor) -> torch.Tensor:
     if rows: out[mask] = torch.cat([r.to(mask.device) for r in rows])
     return out
 
+# %% ../nbs/06_training.ipynb #75965ea1
 def _batch_logp(model, batch) -> list:
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
@@ -218,6 +222,7 @@ class RefCache:
         check(not miss, f"indices {miss[:5]} are not in the reference cache.", "build the cache on the same forget set")
         return _scatter_rows([self.table[i] for i in idx], mask)
 
+# %% ../nbs/06_training.ipynb #b8b8ca0c
 class LiveRef:
     "A frozen deep copy of the starting model, run on every step (the reference code's way)."
     kind = "live"
@@ -247,6 +252,7 @@ class ForgetRetainDataset(torch.utils.data.Dataset):
             out["retain"] = dict(self.retain[int(torch.randint(len(self.retain), (1,), generator=self.gen))])
         return out
 
+# %% ../nbs/06_training.ipynb #0597ac45
 def cat_batches(a: dict, b: dict, pad_id: int) -> dict:
     "Stack two right-padded batches into one (pad to the longer; labels -100, attention 0)."
     T = max(a["input_ids"].shape[1], b["input_ids"].shape[1])
@@ -334,6 +340,7 @@ class UnlearnTrainer(Trainer):
         if model.training: self._pending.append(rec)
         return (loss, None) if return_outputs else loss
 
+# %% ../nbs/06_training.ipynb #afb43da5
 def forget_set_losses(model, forget_ds, collator, method: MethodConfig, ref=None, batch_size: int = 16, indices=None) -> dict:
     "Per-sample forget losses `{index: L_i}` of the current `model` (no grad, eval mode) over `forget_ds` (or its `indices` rows)."
     obj, rows = method.objective_fn(), list(range(len(forget_ds))) if indices is None else list(indices)
@@ -358,6 +365,7 @@ class _ForgetSetRefresh(TrainerCallback):
         L = forget_set_losses(model or self.tr.model, self.ds, self.col, self.tr.method, self.tr.ref, self.bs, range(rank, len(self.ds), world))
         self.tr.rw.refresh(list(L), list(L.values()))
 
+# %% ../nbs/06_training.ipynb #a87b2b4e
 def steps_summary(steps: list[dict]) -> dict:
     "A run's step log in three numbers: optimizer steps, the lowest and the mean ESS/B of the forget weights."
     fr = [l["ess_frac"] for l in steps if l.get("ess_frac") is not None]
@@ -372,6 +380,7 @@ def initial_losses(cache: RefCache, method: MethodConfig) -> dict:
         out[i] = float(obj(-lp[None], m, lp[None]).per_sample[0])
     return out
 
+# %% ../nbs/06_training.ipynb #0941986c
 def unlearn(model, tokenizer, forget_ds, retain_ds, method, out_dir, *, lr: float = 1e-5, epochs: float = 10,
             batch_size: int = 8, grad_accum: int = 4, seed: int = 0, ref: str = "cache", callbacks=(),
             weight_decay: float = 0.01, warmup_epochs: float = 1.0, max_grad_norm: float = 1.0, optim: str = "adamw_torch",
