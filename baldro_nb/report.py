@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_report.ipynb #082364df
 from __future__ import annotations
-import html, json, math, os, re, shlex, tempfile, warnings
+import argparse, html, json, math, os, re, tempfile, warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,27 +12,20 @@ import pandas as pd
 import matplotlib
 from matplotlib.figure import Figure
 
-from .core import BaldroError, check, atomic_write, write_json, read_json, write_yaml, read_yaml, stable_hash, repo_root, outputs_dir
+from .core import check, atomic_write, write_json, read_json, read_yaml, repo_root, outputs_dir
+from .vocab import RESULT_COLUMNS, NUMERIC_COLUMNS, VARIANT_LABELS, RESULTS_CSV, RUNS_DIR, REPORT_DIR
+from .grid import load_runs
 
 # %% auto #0
-__all__ = ['RESULT_COLUMNS', 'NUMERIC_COLUMNS', 'BASE', 'DV', 'GROUP', 'VARIANTS', 'FIG_DPI', 'AUDIT', 'load_results', 'row_role',
-           'variant_of', 'annotate', 'main_runs', 'new_figure', 'save_fig', 'placeholder_figure', 'synthetic_runs',
-           'make_synthetic_study', 'epoch_summaries', 'per_sample_probs', 'read_steps', 'gib_column', 'method_table',
-           'compare_variants', 'study_answers', 'expected_run_ids', 'missing_runs', 'missing_markdown',
-           'reference_points', 'fig_fq_mu', 'fig_bars', 'epoch_table', 'fig_epochs', 'weight_config', 'weights_table',
-           'fig_weights', 'asynchrony_table', 'fig_trajectories', 'audit_pairs', 'audit_table', 'reproduce_commands',
-           'commands_html', 'report_template', 'notebook_to_html', 'build_report']
+__all__ = ['BASE', 'DV', 'GROUP', 'VARIANTS', 'FIG_DPI', 'AUDIT', 'load_results', 'row_role', 'variant_of', 'annotate',
+           'main_runs', 'new_figure', 'save_fig', 'placeholder_figure', 'epoch_summaries', 'per_sample_probs',
+           'read_steps', 'gib_column', 'method_table', 'compare_variants', 'study_answers', 'expected_run_ids',
+           'missing_runs', 'missing_markdown', 'reference_points', 'fig_fq_mu', 'fig_bars', 'epoch_table', 'fig_epochs',
+           'weight_config', 'weights_table', 'fig_weights', 'asynchrony_table', 'fig_trajectories', 'audit_pairs',
+           'audit_table', 'reproduce_commands', 'commands_html', 'report_template', 'notebook_to_html', 'build_report',
+           'main']
 
 # %% ../nbs/09_report.ipynb #e860d0f8
-RESULT_COLUMNS = ("run_id", "kind", "model", "method", "objective", "reweighting", "direction", "pool", "compat", "seed",
-                  "forget_split", "status", "forget_quality", "model_utility", "gibberish_clean_prob", "gibberish_rate",
-                  "forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_truth_ratio", "extraction_strength",
-                  "exact_memorization", "privleak", "mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_plus_plus",
-                  "min_ess_frac", "wall_s", "error")
-NUMERIC_COLUMNS = ("forget_quality", "model_utility", "gibberish_clean_prob", "gibberish_rate", "forget_Q_A_Prob",
-                   "forget_Q_A_ROUGE", "forget_truth_ratio", "extraction_strength", "exact_memorization", "privleak",
-                   "mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_plus_plus", "min_ess_frac", "wall_s")
-
 def load_results(results_csv) -> pd.DataFrame:
     "Read `results.csv` (missing/empty → empty table); add missing contract columns; sort by `run_id`."
     p = Path(results_csv) if results_csv is not None else None
@@ -49,7 +42,7 @@ def load_results(results_csv) -> pd.DataFrame:
     return df.sort_values("run_id", kind="stable").reset_index(drop=True) if len(df) else df
 
 # %% ../nbs/09_report.ipynb #ceb26eec
-BASE, DV, GROUP = "base", "BalDRO-DV", "BalDRO-G"
+BASE, DV, GROUP = "base", VARIANT_LABELS["dv"], VARIANT_LABELS["group"]   # the base objective has no label in method names
 VARIANTS = (BASE, DV, GROUP)
 _RETAIN = {"retain", "retain_eval", "retain_model"}
 _TARGET = {"target", "target_eval", "full", "original", "finetuned"}
@@ -69,8 +62,8 @@ def row_role(row) -> str:
 def variant_of(row) -> str:
     "`base`, `BalDRO-DV` or `BalDRO-G` from the `reweighting` column."
     r = _s(row.get("reweighting")).lower()
-    if r in ("dv", "baldro-dv"): return DV
-    if r in ("group", "g", "baldro-g"): return GROUP
+    if r in ("dv", DV.lower()): return DV
+    if r in ("group", "g", GROUP.lower()): return GROUP
     return BASE
 
 # %% ../nbs/09_report.ipynb #1f30764a
@@ -133,148 +126,6 @@ def placeholder_figure(out_dir, name: str, message: str, w=6.0, h=1.6) -> Path:
     fig, axs = new_figure(w, h); ax = axs[0, 0]
     ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, fontsize=11); ax.set_axis_off()
     return save_fig(fig, out_dir, name)
-
-# %% ../nbs/09_report.ipynb #56c5aa74
-def _rng(*key) -> np.random.Generator:
-    return np.random.default_rng(int(stable_hash(list(map(str, key)), 12), 16))
-
-def _tofu_eval(probs, trs, mu_parts, fq, gib, n):
-    "Open-unlearning TOFU_EVAL.json content (the subset the report reads, plus the MU parts)."
-    ix = [str(i) for i in range(n)]
-    ev = {"forget_Q_A_Prob": {"agg_value": float(np.mean(probs)),
-                              "value_by_index": {i: {"prob": float(p), "avg_loss": float(-np.log(p))} for i, p in zip(ix, probs)}},
-          "forget_truth_ratio": {"agg_value": float(np.mean(np.minimum(trs, 1/(trs + 1e-10)))),
-                                 "value_by_index": {i: {"score": float(t)} for i, t in zip(ix, trs)}},
-          "forget_quality": {"agg_value": fq}, "model_utility": {"agg_value": float(len(mu_parts)/np.sum(1/np.array(list(mu_parts.values()))))},
-          "forget_Q_A_gibberish": {"agg_value": gib}}
-    ev |= {k: {"agg_value": float(v)} for k, v in mu_parts.items()}
-    return dict(sorted(ev.items()))
-
-def _summary(ev):
-    return {k: v["agg_value"] for k, v in ev.items() if k in ("forget_quality", "model_utility", "forget_Q_A_Prob",
-            "forget_truth_ratio", "forget_Q_A_gibberish") and v["agg_value"] is not None}
-
-# %% ../nbs/09_report.ipynb #53f06eae
-_MU_KEYS = ("retain_Q_A_Prob", "retain_Q_A_ROUGE", "retain_Truth_Ratio", "ra_Q_A_Prob_normalised", "ra_Q_A_ROUGE",
-            "ra_Truth_Ratio", "wf_Q_A_Prob_normalised", "wf_Q_A_ROUGE", "wf_Truth_Ratio")
-_OBJ_SPEED = {"NPO": 1.0, "WGA": 1.3, "TNPO": 0.8, "SimNPO": 0.9}
-_VAR_SPREAD = {BASE: 0.9, DV: 0.45, GROUP: 0.3}
-
-def synthetic_runs(models=("tiny-llama", "tiny-qwen3"), objectives=("NPO", "WGA", "TNPO"), seeds=(0, 1), audit=True):
-    "The parameter dicts of the synthetic study (unlearn runs, audit runs, one retain and one target row per model)."
-    runs = []
-    def add(**p):
-        p = {"kind": "unlearn", "forget_split": "forget01", "direction": None, "pool": None, "compat": "reference"} | p
-        if p["kind"] == "unlearn":
-            pre = {"none": "", "dv": "BalDRO-DV+", "group": "BalDRO-G+"}[p["reweighting"]]
-            p["method"] = pre + p["objective"]      # the runner's method_label
-        p["run_id"] = "__".join(str(p[k]) for k in ("kind", "model", "method", "seed") if p.get(k) is not None) + "__" + stable_hash(p)
-        runs.append(p)
-    for m in models:
-        add(kind="retain_eval", model=m, method=None, objective=None, reweighting=None, seed=None)
-        add(kind="target_eval", model=m, method=None, objective=None, reweighting=None, seed=None)
-        for o in objectives:
-            for s in seeds:
-                add(model=m, objective=o, reweighting="none", seed=s)
-                add(model=m, objective=o, reweighting="dv", direction="softmin", pool="batch", seed=s)
-                add(model=m, objective=o, reweighting="group", seed=s)
-    if audit:
-        m, s = models[0], seeds[0]
-        add(model=m, objective="WGA", reweighting="dv", direction="softmin", pool="batch", compat="corrected", seed=s)
-        add(model=m, objective=objectives[0], reweighting="dv", direction="softmax", pool="batch", seed=s)
-        add(model=m, objective=objectives[0], reweighting="dv", direction="softmin", pool="forget_set", seed=s)
-        add(model=m, objective=objectives[0], reweighting="dv", direction="softmin", pool="batch", compat="corrected", seed=s)
-    return runs
-
-# %% ../nbs/09_report.ipynb #895dd91c
-def _simulate(p, n, epochs, retain_tr):
-    "Per-epoch (probs, truth ratios, mu, gibberish) for one run's parameters."
-    from scipy.stats import ks_2samp
-    key = (p["model"], p["objective"], p["seed"])
-    var = variant_of(p)
-    same_as_base = p["objective"] == "WGA" and var == DV and p["compat"] == "reference"   # DrWGA ≡ WGA
-    if same_as_base: var = BASE
-    tag = (BASE, None, None, "reference") if same_as_base else (var, p.get("direction"), p.get("pool"), p["compat"])
-    g = _rng(*key, tag)
-    base = _rng(p["model"], "target")
-    p0 = np.clip(base.beta(8, 1.5, n), 0.3, 0.99)
-    spread = _VAR_SPREAD[var] * (1.6 if p.get("direction") == "softmin" and p["objective"] != "WGA" else 1.0)
-    k = _OBJ_SPEED.get(p["objective"], 1.0) * np.exp(g.normal(0, spread, n)) * (0.8 if p.get("pool") == "forget_set" else 1.0)
-    mu0 = {"tiny-llama": 0.62, "tiny-qwen3": 0.58}.get(p["model"], 0.6)
-    out = []
-    for e in range(epochs + 1):
-        probs = p0*np.exp(-k*e)
-        frac = 1 - np.exp(-k*e)                       # how far each sample moved towards the retain model
-        trs = retain_tr*(0.25 + 0.75*frac)*np.exp(g.normal(0, 0.05, n))
-        fq = float(ks_2samp(trs, retain_tr).pvalue)
-        mu_parts = {kk: float(np.clip(mu0*(1 - 0.06*e*(1 + 0.5*(var == BASE))) + g.normal(0, 0.01), 0.05, 1)) for kk in _MU_KEYS}
-        gib = float(np.clip(0.95 - 0.08*e*(1.2 if var == BASE else 0.8) + g.normal(0, 0.01), 0, 1))
-        out.append((probs, trs, mu_parts, fq, gib))
-    return out
-
-# %% ../nbs/09_report.ipynb #0c13740b
-def _steps(p, n, epochs, steps_per_epoch=3, B=4, beta=2.0):
-    "Synthetic `steps.jsonl` rows whose weights follow from the logged per-sample losses."
-    g = _rng(p["run_id"], "steps"); var = variant_of(p); rows = []; step = 0
-    for e in range(epochs):
-        for s in range(steps_per_epoch):
-            step += 1
-            idx = sorted(g.choice(n, B, replace=False).tolist())
-            L = (2.0 - 0.25*step + g.normal(0, 0.4 + 0.15*step, B)).round(6)
-            if var == DV:
-                z = (L if p.get("direction") == "softmax" else -L)/beta
-                w = np.exp(z - z.max()); w /= w.sum()
-            elif var == GROUP:
-                kk = max(1, int(B*0.5)); top = np.argsort(-L, kind="stable")[:kk]
-                w = np.zeros(B); w[top] = 1/kk
-            else: w = np.full(B, 1/B)
-            nz = w[w > 0]
-            rows.append({"step": step, "epoch": round(e + (s + 1)/steps_per_epoch, 4), "loss": float((w*L).sum() + 0.5),
-                         "forget_loss": float((w*L).sum()), "retain_loss": 0.5, "indices": idx,
-                         "per_sample_loss": L.tolist(), "weights": w.tolist(),
-                         "weight_entropy": float(-(nz*np.log(nz)).sum()), "ess": float(1/(w**2).sum()),
-                         "max_weight": float(w.max())})
-    return rows
-
-# %% ../nbs/09_report.ipynb #62b4862d
-def make_synthetic_study(out_dir, n_forget: int = 20, epochs: int = 3, drop=(), **kw) -> Path:
-    "Write a synthetic study (results.csv + run folders) under `out_dir`; `drop` = run ids left out of results.csv."
-    out = Path(out_dir); runs_dir = out/"runs"; rows = []
-    for p in synthetic_runs(**kw):
-        rd = runs_dir/p["run_id"]
-        retain_tr = np.exp(_rng(p["model"], "retain").normal(-0.4, 0.35, n_forget))
-        write_yaml(rd/"params.yaml", {k: v for k, v in p.items() if k != "run_id"} | {"out_dir": f"../outputs/runs/{p['run_id']}"})
-        atomic_write(rd/"command.txt", f"papermill nbs/experiments/unlearn.ipynb outputs/runs/{p['run_id']}/run.ipynb "
-                     f"-f outputs/runs/{p['run_id']}/params.yaml --cwd nbs -k python3\n")
-        if p["kind"] == "unlearn":
-            hist = _simulate(p, n_forget, epochs, retain_tr)
-            for e, (pr, tr, mu, fq, gib) in enumerate(hist):
-                ev = _tofu_eval(pr, tr, mu, fq, gib, n_forget)
-                write_json(rd/f"evals/epoch_{e}/TOFU_EVAL.json", ev, indent=4); write_json(rd/f"evals/epoch_{e}/TOFU_SUMMARY.json", _summary(ev), indent=4)
-            atomic_write(rd/"steps.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in _steps(p, n_forget, epochs)))
-        else:
-            g = _rng(p["model"], p["kind"]); mu0 = {"tiny-llama": 0.62, "tiny-qwen3": 0.58}.get(p["model"], 0.6)
-            if p["kind"] == "retain_eval": pr, tr, fq = np.clip(g.beta(2, 5, n_forget), 0.01, 1), retain_tr, None
-            else:
-                from scipy.stats import ks_2samp
-                pr = np.clip(_rng(p["model"], "target").beta(8, 1.5, n_forget), 0.3, 0.99); tr = retain_tr*0.25
-                fq = float(ks_2samp(tr, retain_tr).pvalue)
-            mu = {k: float(np.clip(mu0 + g.normal(0, 0.01), 0, 1)) for k in _MU_KEYS}
-            ev = _tofu_eval(pr, tr, mu, fq, 0.96, n_forget)
-        write_json(rd/"TOFU_EVAL.json", ev, indent=4); write_json(rd/"TOFU_SUMMARY.json", _summary(ev), indent=4)
-        m = {"forget_quality": ev["forget_quality"]["agg_value"], "model_utility": ev["model_utility"]["agg_value"],
-             "gibberish_clean_prob": ev["forget_Q_A_gibberish"]["agg_value"],
-             "gibberish_rate": round(1 - ev["forget_Q_A_gibberish"]["agg_value"], 6),
-             "forget_Q_A_Prob": ev["forget_Q_A_Prob"]["agg_value"], "forget_Q_A_ROUGE": None,
-             "forget_truth_ratio": ev["forget_truth_ratio"]["agg_value"], "extraction_strength": None,
-             "exact_memorization": None, "wall_s": 1.0, "status": "ok", "error": None}
-        write_json(rd/"metrics.json", m)
-        if p["run_id"] not in drop: rows.append({k: p.get(k) for k in RESULT_COLUMNS if k in p} | m)
-    out.mkdir(parents=True, exist_ok=True)
-    df = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
-    if len(df): df = df.sort_values("run_id")
-    atomic_write(out/"results.csv", df.to_csv(index=False))
-    return out/"results.csv"
 
 # %% ../nbs/09_report.ipynb #519668e4
 def _epoch_dirs(rd: Path):
@@ -395,7 +246,7 @@ def study_answers(df: pd.DataFrame, paper_objectives=("NPO", "SimNPO", "SatImp")
 
 # %% ../nbs/09_report.ipynb #b24a8770
 def expected_run_ids(expected) -> list[str] | None:
-    "Expected run ids from `None`, a list, or a file (.txt lines / .json or .yaml list / runner grid)."
+    "Expected run ids from `None`, a list, or a file (.txt lines / .json or .yaml list / grid file)."
     if expected is None or (isinstance(expected, str) and not expected.strip()): return None
     if isinstance(expected, (list, tuple, set)): return sorted(map(str, expected))
     p = Path(expected)
@@ -404,12 +255,7 @@ def expected_run_ids(expected) -> list[str] | None:
     obj = read_json(p) if p.suffix == ".json" else read_yaml(p)
     if isinstance(obj, list) and all(isinstance(x, str) for x in obj): return sorted(obj)
     if isinstance(obj, dict) and isinstance(obj.get("run_ids"), list): return sorted(map(str, obj["run_ids"]))
-    try: from baldro_nb import runner
-    except ImportError: runner = None
-    fn = getattr(runner, "load_runs", None)
-    check(fn is not None, f"{p} is a grid file but baldro_nb.runner has no load_runs(grid) to expand it.",
-          "pass the list of expected run ids instead")
-    return sorted(str(r["run_id"]) for r in fn(p))
+    return sorted(str(r["run_id"]) for r in load_runs(p))
 
 def missing_runs(df: pd.DataFrame, expected) -> dict:
     "`{'expected','finished','missing','failed'}` run-id lists (failed = in the table with a non-done status)."
@@ -757,9 +603,9 @@ def build_report(results_csv=None, runs_dir=None, out_dir=None, expected=None, t
                  timeout: int = 900) -> Path:
     "Execute the report notebook with papermill, then nbconvert it to `<out_dir>/index.html`; return that path."
     import papermill as pm
-    results_csv = Path(results_csv or outputs_dir()/"results.csv").resolve()
-    runs_dir = Path(runs_dir or outputs_dir()/"runs").resolve()
-    out = Path(out_dir or outputs_dir()/"report").resolve(); out.mkdir(parents=True, exist_ok=True)
+    results_csv = Path(results_csv or outputs_dir()/RESULTS_CSV).resolve()
+    runs_dir = Path(runs_dir or outputs_dir()/RUNS_DIR).resolve()
+    out = Path(out_dir or outputs_dir()/REPORT_DIR).resolve(); out.mkdir(parents=True, exist_ok=True)
     if isinstance(expected, (list, tuple, set)):
         write_json(out/"expected_runs.json", sorted(map(str, expected))); expected = out/"expected_runs.json"
     params = {"results_csv": str(results_csv), "runs_dir": str(runs_dir), "out_dir": str(out),
@@ -768,3 +614,21 @@ def build_report(results_csv=None, runs_dir=None, out_dir=None, expected=None, t
     pm.execute_notebook(str(template or report_template()), str(executed), parameters=params, kernel_name=kernel_name,
                         cwd=str(out), progress_bar=False, execution_timeout=timeout)
     return notebook_to_html(executed, out/"index.html")
+
+# %% ../nbs/09_report.ipynb #7e1c0a01
+def _parser():
+    ap = argparse.ArgumentParser(prog="python -m baldro_nb.report", description="Build the study's HTML report.")
+    for a, h in (("results_csv", "results.csv (default: outputs/results.csv)"), ("runs_dir", "the run folders (default: outputs/runs)"),
+                 ("out_dir", "the report folder (default: outputs/report)")): ap.add_argument(a, nargs="?", default=None, help=h)
+    ap.add_argument("--expected", default=None, help="expected run ids: a .txt/.json/.yaml list or a grid file params/NAME.yaml")
+    return ap
+
+def main(argv=None) -> int:
+    "Build the report from the command line (`python -m baldro_nb.report`); prints the HTML file's path."
+    a = _parser().parse_args(argv)
+    print(build_report(a.results_csv, a.runs_dir, a.out_dir, expected=a.expected or None))
+    return 0
+
+# %% ../nbs/09_report.ipynb #7e1c0a03
+#| eval: false
+if __name__ == "__main__": raise SystemExit(main())

@@ -47,7 +47,7 @@ for m in ("transformers", "tokenizers", "huggingface_hub", "datasets", "accelera
     except Exception as e:
         bad.append(m); print(f"{m:16s} IMPORT FAILED: {type(e).__name__}: {e}")
 for m in ("rouge_score.rouge_scorer", "nltk.stem.porter", "baldro_nb.data", "baldro_nb.models", "baldro_nb.training",
-          "baldro_nb.evaluation", "baldro_nb.runner", "transformers.trainer"):
+          "baldro_nb.evaluation", "baldro_nb.cli", "transformers.trainer"):
     try: importlib.import_module(m); print("import ok:", m)
     except Exception as e: bad.append(m); print(f"import FAILED: {m}: {type(e).__name__}: {e}")
 import transformers, huggingface_hub, tokenizers

@@ -115,8 +115,8 @@ def main(argv=None):
     from baldro_nb.data import load_tofu, QADataset, split_pairing, resolve_source
     from baldro_nb.models import get_spec, load_model, load_tokenizer
     from baldro_nb.training import resolve_method, training_preset, unlearn
-    from baldro_nb.evaluation import evaluate_tofu, TofuEvalCallback
-    from baldro_nb.runner import retain_stage, retain_log_rel, method_label, eval_source
+    from baldro_nb.evaluation import evaluate_tofu, TofuEvalCallback, eval_source
+    from baldro_nb.vocab import retain_stage, retain_log_rel, method_label
 
     # -- gibberish: the offline scorer needs wordfreq (~56 MB, not carried to the GPU machine) -----------------------
     gmode = a.gibberish

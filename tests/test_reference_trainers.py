@@ -214,7 +214,7 @@ def test_unrun_combinations_are_refused():
 
 @pytest.mark.parametrize("grid", ["params/paper_tofu.yaml", "params/fork_study.yaml"])
 def test_shipped_grids_resolve_to_reference_trainers(grid):
-    from baldro_nb.runner import load_runs, run_method
+    from baldro_nb.grid import load_runs, run_method
     from baldro_nb.core import repo_root
     runs = [r for r in load_runs(repo_root()/grid) if r["kind"] == "unlearn"]
     assert runs

@@ -10,7 +10,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"): os.environ[v] = "1"
 
 from baldro_nb.core import outputs_dir
-from baldro_nb.report import build_report, make_synthetic_study, load_results
+from baldro_nb.report import build_report, load_results
+from baldro_nb.testing import make_synthetic_study
 
 FIGURES = ("fq_vs_mu", "bars_by_objective", "per_epoch", "dro_weights", "forget_trajectories")
 SHOT_DIR = outputs_dir()/"_test"/"report"
@@ -196,3 +197,18 @@ def test_empty_and_partial_tables_still_build_and_name_missing_runs(study, tmp_p
     h = build_report(part, runs, tmp_path/"r_part", expected=expected).read_text()
     assert f"{len(expected) - 3} of {len(expected)} expected runs finished" in h and "Missing (3)" in h
     for rid in drop: assert rid in h
+
+
+def test_study_builds_the_report_through_the_module_entry_point(study, tmp_path):
+    "`baldro study`'s report step: `cli.study_report` runs `python -m baldro_nb.report` in a child process."
+    from baldro_nb.cli import study_report
+    from baldro_nb.core import repo_root
+    csv, runs = study
+    out = tmp_path/"outputs"; shutil.copytree(runs, out/"runs"); shutil.copy(csv, out/"results.csv")
+    ids = sorted(load_results(csv).run_id)
+    (tmp_path/"expected.txt").write_text("\n".join(ids + ["never_run"]) + "\n")
+    html = study_report(repo_root(), out, expected=tmp_path/"expected.txt")
+    assert html == out/"report"/"index.html" and html.exists()
+    h = html.read_text()
+    assert f"{len(ids)} of {len(ids) + 1} expected runs finished" in h and "never_run" in h
+    assert all((out/"report"/"figures"/f"{f}.png").exists() for f in FIGURES)

@@ -1,4 +1,4 @@
-"""Integration tests of the runner (nbs/08_runner.ipynb): resume after SIGKILL, failures that do not stop the grid,
+"""Integration tests of the runner (nbs/10_grid, 11_forkserver, 12_execution, 13_cli): resume after SIGKILL, failures that do not stop the grid,
 validation before compute, the parameters tag through nbdev_clean, no absolute paths, parallel and SLURM (submitit
 local) executors, and the shipped params files. Fixture notebooks (papermill's style) stand in for the experiments."""
 import csv, json, os, re, shutil, signal, subprocess, sys, time
@@ -9,7 +9,9 @@ import papermill as pm
 import pytest
 
 from baldro_nb.core import BaldroError, read_yaml
-from baldro_nb import runner as R
+from baldro_nb.grid import NAME_CHECKS, load_runs, notebook_params
+from baldro_nb.execution import run_grid
+from baldro_nb.testing import make_fixture_nb, make_fixture_project
 
 ROOT = Path(__file__).resolve().parent.parent
 BALDRO = str(Path(sys.executable).with_name("baldro"))
@@ -31,7 +33,7 @@ def _rows(out):
 @pytest.fixture
 def proj(tmp_path, monkeypatch):
     monkeypatch.delenv("BALDRO_OUTPUTS", raising=False)
-    return R.make_fixture_project(tmp_path/"proj")
+    return make_fixture_project(tmp_path/"proj")
 
 
 def _write(p, spec):
@@ -40,12 +42,12 @@ def _write(p, spec):
 
 
 def _fork_servers():
-    "pids of running fork servers (runner.fork_server_main) and of the kernels forked from them (same command line)."
+    "pids of running fork servers (`python -m baldro_nb.forkserver`) and of the kernels forked from them (same command line)."
     out = []
     for d in Path("/proc").glob("[0-9]*"):
         try: cmd = (d/"cmdline").read_bytes()
         except OSError: continue
-        if b"fork_server_main" in cmd: out.append(int(d.name))
+        if b"baldro_nb.forkserver" in cmd: out.append(int(d.name))
     return out
 
 
@@ -82,7 +84,7 @@ def test_sigkill_then_resume_every_run_exactly_once(proj, warm):
 
 def test_failing_run_keeps_notebook_and_error_row(proj):
     out = proj/"outputs"
-    st = R.run_grid(_grid(n_unlearn=2, fail_seed=7), root=proj, jobs=2, progress=False)
+    st = run_grid(_grid(n_unlearn=2, fail_seed=7), root=proj, jobs=2, progress=False)
     assert sorted(s["status"] for s in st) == ["error"] + ["ok"]*5
     rows = _rows(out)
     err = [x for x in rows if x["status"] == "error"]
@@ -96,7 +98,7 @@ def test_failing_run_keeps_notebook_and_error_row(proj):
 
 def test_executed_notebooks_have_no_absolute_paths(proj):
     out = proj/"outputs"
-    R.run_grid(_grid(n_unlearn=1, fail_seed=3), root=proj, progress=False)
+    run_grid(_grid(n_unlearn=1, fail_seed=3), root=proj, progress=False)
     for d in (out/"runs").iterdir():
         text = (d/"run.ipynb").read_text()
         for prefix in (str(proj.resolve()), str(proj), sys.prefix, str(Path.home())):
@@ -109,7 +111,7 @@ def test_executed_notebooks_have_no_absolute_paths(proj):
 
 def test_command_txt_reproduces_the_run(proj):
     out = proj/"outputs"
-    R.run_grid(_grid(n_unlearn=1), root=proj, progress=False)
+    run_grid(_grid(n_unlearn=1), root=proj, progress=False)
     d = next((out/"runs").glob("unlearn__*"))
     before = json.loads((d/"metrics.json").read_text())
     (d/"metrics.json").unlink()
@@ -122,7 +124,7 @@ def test_command_txt_reproduces_the_run(proj):
 
 
 def _err(spec, proj):
-    with pytest.raises(BaldroError) as e: R.run_grid(spec, root=proj, progress=False)
+    with pytest.raises(BaldroError) as e: run_grid(spec, root=proj, progress=False)
     assert not (proj/"outputs/runs").exists(), "something ran before validation failed"
     return str(e.value)
 
@@ -166,7 +168,7 @@ def test_cli_exit_codes_and_dry_run(proj):
 
 def test_slurm_path_through_submitit_local_executor(proj):
     out = proj/"outputs"
-    st = R.run_grid(_grid(n_unlearn=2, fail_seed=5), root=proj, executor="submitit-local", progress=False)
+    st = run_grid(_grid(n_unlearn=2, fail_seed=5), root=proj, executor="submitit-local", progress=False)
     assert sorted(s["status"] for s in st) == ["error"] + ["ok"]*5
     assert len(_rows(out)) == 6 and any((out/"submitit").iterdir())
 
@@ -174,7 +176,7 @@ def test_slurm_path_through_submitit_local_executor(proj):
 def test_nbdev_clean_keeps_parameters_tag(tmp_path):
     # a copy of each experiment notebook (and a fixture) inside the project, cleaned with the project's settings
     srcs = sorted((ROOT/"nbs/experiments").glob("*.ipynb")) if (ROOT/"nbs/experiments").exists() else []
-    fx = R.make_fixture_nb(tmp_path/"fx.ipynb", {"a": 1}, "b = a")
+    fx = make_fixture_nb(tmp_path/"fx.ipynb", {"a": 1}, "b = a")
     tmpdir = ROOT/"nbs/_tmp_clean_test"; tmpdir.mkdir(exist_ok=True)
     try:
         copies = [shutil.copy(s, tmpdir/s.name) for s in [*srcs, fx]]
@@ -195,14 +197,14 @@ def test_nbdev_clean_keeps_parameters_tag(tmp_path):
 def test_shipped_params_expand_and_name_known_things(name):
     f = ROOT/"params"/f"{name}.yaml"
     if not f.exists(): pytest.skip(f"{f.name} not written yet")
-    runs = R.load_runs(f)
+    runs = load_runs(f)
     assert len({r["run_id"] for r in runs}) == len(runs), "duplicate runs"
     for r in runs:
-        for key, chk in R.NAME_CHECKS.items():
+        for key, chk in NAME_CHECKS.items():
             if r["params"].get(key) is not None: chk(r["params"][key])
         nb = ROOT/"nbs"/r["notebook"]
         if nb.exists():
-            declared = R.notebook_params(nb)
+            declared = notebook_params(nb)
             assert declared and not set(r["params"]) - set(declared), (r["run_id"], set(r["params"]) - set(declared))
 
 
@@ -223,7 +225,7 @@ def test_cell_timeout_in_a_warm_kernel_is_an_error_row_and_leaves_no_process(pro
     spec = _grid(n_unlearn=1)
     spec["grid"][-1]["include"] = [{"objective": "NPO", "seed": 7, "sleep": 30.0}]
     t0 = time.time()
-    st = R.run_grid(spec, root=proj, jobs=2, progress=False, warm_kernels=True, timeout=4)
+    st = run_grid(spec, root=proj, jobs=2, progress=False, warm_kernels=True, timeout=4)
     assert time.time() - t0 < 120
     by = {s["run_id"]: s for s in st}
     slow = [s for rid, s in by.items() if "__7__" in rid][0]
