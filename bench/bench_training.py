@@ -1,4 +1,4 @@
-"""Benchmark for 06_training: cached vs live reference (NPO, TNPO), and no-grad vs grad-enabled group ranking.
+"""Benchmark for 07_training: cached vs live reference (NPO, TNPO), and no-grad vs grad-enabled group ranking.
 
 Run: `python bench/bench_training.py [--reps 7] [--batch 8]`. Prints medians and ratios; asserts nothing about time.
 
@@ -27,7 +27,7 @@ from baldro_nb.training import resolve_method, unlearn_loss, RefCache, LiveRef
 
 
 def target_model():
-    "The tiny target model if already built (03_finetune; never built here), else a random tiny-llama-shaped model."
+    "The tiny target model if already built (04_finetune; never built here), else a random tiny-llama-shaped model."
     try:
         from baldro_nb.models import load_model, stage_dir
         d = stage_dir("tiny-llama", "full")

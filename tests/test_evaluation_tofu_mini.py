@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"): os.environ[v] = "1"
-finetune = pytest.importorskip("baldro_nb.finetune", reason="needs the tiny finetuned models (03_finetune)")
+finetune = pytest.importorskip("baldro_nb.finetune", reason="needs the tiny finetuned models (04_finetune)")
 
 MODEL = "tiny-llama"
 from baldro_nb.data import STUDY_SOURCE   # the embedded study's TOFU-mini (40 authors; forget01 = 20 QA)

@@ -7,7 +7,7 @@ import os
 import pytest
 
 for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"): os.environ[v] = "1"
-finetune = pytest.importorskip("baldro_nb.finetune", reason="needs 03_finetune")
+finetune = pytest.importorskip("baldro_nb.finetune", reason="needs 04_finetune")
 
 
 def test_tiny_llama_target_and_retain_meet_the_acceptance_bars():
