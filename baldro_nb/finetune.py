@@ -39,7 +39,7 @@ def training_rows(stage: str, source=None, general: bool = True, max_rows: int |
 #   20     3e-3   8      99.9 %             106 / 212
 # lr 5e-3 (batch 16) stalls at loss ~2.7; batch 8 memorises faster per epoch than 16 or 32. `answer_logits_only`
 # saves about a third of the CPU per step (same loss); bf16 autocast was slower than fp32 on these CPUs.
-# The fork's recipe for real models without open-unlearning checkpoints (methods.md §7.4): lr 1e-5, effective batch 32,
+# The fork's recipe for real models without open-unlearning checkpoints (nbs/reference_code.ipynb#finetuning-recipe): lr 1e-5, effective batch 32,
 # 5 epochs, weight decay 0.01, one warm-up epoch (= 0.2 of 5), bf16, 8-bit paged AdamW (needs bitsandbytes + CUDA).
 REAL_RECIPE = dict(epochs=5, lr=1e-5, batch_size=1, grad_accum=32, warmup_ratio=0.2, weight_decay=0.01,
                    lr_scheduler="linear", bf16=True, optim="paged_adamw_8bit")

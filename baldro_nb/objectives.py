@@ -115,7 +115,7 @@ def get_objective(name: str) -> dict:
     return OBJECTIVES[objective_key(name)]
 
 def forget_loss(name: str, logits, labels, ref_logp=None, **hp) -> ForgetLoss:
-    "Objective `name` on a batch's logits/labels (hyper-parameters default to methods.md §2.9)."
+    "Objective `name` on a batch's logits/labels (hyper-parameters default to the reference code's values, nbs/reference_code.ipynb#default-hyper-parameters)."
     spec = get_objective(name)
     bad = set(hp) - set(spec["hp"])
     check(not bad, f"objective {name!r} has no parameter(s) {sorted(bad)}.", f"valid: {sorted(spec['hp'])}")

@@ -47,7 +47,7 @@ class MethodConfig:
     def make_reweighting(self): return make_reweighting(self.reweighting, **self.reweighting_hp)
 
 # %% ../nbs/07_training.ipynb #1ac300a0
-_OBJ_DEFAULTS = {  # objective -> (gamma, alpha, retain)   methods.md §2.9
+_OBJ_DEFAULTS = {  # objective -> (gamma, alpha, retain)   default hyper-parameters (nbs/reference_code.ipynb#default-hyper-parameters)
     "grad_ascent": (1.0, 0.0, "none"), "grad_diff": (1.0, 1.0, "nll"), "npo": (1.0, 1.0, "nll"),
     "simnpo": (0.125, 1.0, "nll"), "satimp": (0.1, 1.0, "nll"), "wga": (1.0, 1.0, "nll"), "tnpo": (1.0, 1.0, "nll")}
 

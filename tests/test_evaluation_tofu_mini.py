@@ -1,4 +1,4 @@
-"""Done-when 3 of the evaluation issue, on TOFU-mini with the tiny finetuned models: the retain model against its own
+"""End-to-end check on TOFU-mini with the tiny finetuned models: the retain model against its own
 log has forget_quality 1.0; the target has forget_quality < 0.05 and a model utility close to the retain model's."""
 import os
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Done-when 1 of issue 2: the tiny-llama target (general + full) and retain (general + retain99) models, finetuned
+"""Acceptance check: the tiny-llama target (general + full) and retain (general + retain99) models, finetuned
 with `TINY_RECIPE` on the study's TOFU-mini (`STUDY_SOURCE`), reproduce what they should word for word. Greedy exact
 match on every row of each split; both models are cached under outputs/models/tiny-llama/ (about a minute each to
 build on 2 CPU cores)."""
