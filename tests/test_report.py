@@ -10,7 +10,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"): os.environ[v] = "1"
 
 from baldro_nb.core import outputs_dir
-from baldro_nb.report import build_report, load_results
+from baldro_nb.report import build_report
+from baldro_nb.tables import load_results
 from baldro_nb.testing import make_synthetic_study
 
 FIGURES = ("fq_vs_mu", "bars_by_objective", "per_epoch", "dro_weights", "forget_trajectories")

@@ -1,4 +1,4 @@
-"""Integration tests of the runner (nbs/10_grid, 11_forkserver, 12_execution, 13_cli): resume after SIGKILL, failures that do not stop the grid,
+"""Integration tests of the runner (nbs/11_grid, 12_forkserver, 13_execution, 14_cli): resume after SIGKILL, failures that do not stop the grid,
 validation before compute, the parameters tag through nbdev_clean, no absolute paths, parallel and SLURM (submitit
 local) executors, and the shipped params files. Fixture notebooks (papermill's style) stand in for the experiments."""
 import csv, json, os, re, shutil, signal, subprocess, sys, time
