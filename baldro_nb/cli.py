@@ -90,11 +90,18 @@ def study(params="params/study_tiny.yaml", root=None, jobs: int | None = None, *
     return outputs/RESULTS_CSV
 
 # %% ../nbs/14_cli.ipynb #51136ccd
+def _jobs(s: str) -> int:
+    "argparse type of `--jobs`: a whole number >= 1 (0 or a negative number used to become 1 silently)."
+    try: n = int(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"must be a whole number >= 1 (runs at once), got {s!r}") from None
+    if n < 1: raise argparse.ArgumentTypeError(f"must be >= 1 (runs at once), got {n}; e.g. --jobs 2")
+    return n
+
 def _parser():
     ap = argparse.ArgumentParser(prog="baldro", description="Run baldro_nb experiment grids (papermill notebooks).")
     sub = ap.add_subparsers(dest="cmd", required=True)
     def common(p):
-        p.add_argument("--jobs", type=int, default=None, help="local worker processes (default: 1 for run, 2 for study)")
+        p.add_argument("--jobs", type=_jobs, default=None, help="local worker processes (default: 1 for run, 2 for study)")
         p.add_argument("--executor", default="local", choices=["local", "slurm", "submitit-local"])
         p.add_argument("--only", default=None, help="glob/substring on run ids (their dependencies are kept)")
         p.add_argument("--dry-run", action="store_true", help="validate and list the runs, run nothing")

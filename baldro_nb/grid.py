@@ -4,18 +4,21 @@
 
 # %% ../nbs/11_grid.ipynb #0f035be6
 from __future__ import annotations
-import ast, itertools, json
+import ast, itertools, json, math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import yaml
+
 from .core import BaldroError, check, read_yaml, run_id, repo_root
-from .vocab import (FORGET_SPLITS, MODEL_NAMES, REWEIGHTINGS, DIRECTIONS, POOLS, COMPATS, objective_key,
-                             method_label, model_rel, retain_log_rel, retain_stage)
+from .vocab import (FORGET_SPLITS, MODEL_NAMES, REWEIGHTINGS, DIRECTIONS, POOLS, COMPATS, STAGES, DTYPES,
+                             ATTN_IMPLEMENTATIONS, objective_key, method_label, model_rel, retain_log_rel, retain_stage)
 
 # %% auto #0
-__all__ = ['RESERVED', 'KINDS', 'NAME_CHECKS', 'expand_subgrid', 'expand_grid', 'Kind', 'artefact_path', 'artefact_name',
-           'resolve_run', 'notebook_params', 'notebook_defaults', 'run_method', 'validate', 'plan', 'load_runs']
+__all__ = ['RESERVED', 'KINDS', 'PARAM_SCHEMA', 'NAME_CHECKS', 'expand_subgrid', 'expand_grid', 'Kind', 'artefact_path',
+           'artefact_name', 'Param', 'coerce_param', 'normalise_params', 'resolve_run', 'notebook_params',
+           'notebook_defaults', 'run_method', 'validate', 'plan', 'load_runs']
 
 # %% ../nbs/11_grid.ipynb #850738e3
 RESERVED = ("kind", "notebook", "defaults", "axes", "include", "exclude", "name")
@@ -42,8 +45,18 @@ def expand_subgrid(sub: dict, defaults: dict | None = None) -> list[dict]:
     unknown = set(sub) - set(RESERVED)
     check(not unknown, f"grid entry has keys {sorted(unknown)} outside {list(RESERVED)}.",
           "put run parameters under `defaults:` or `axes:`.")
+    for key in ("defaults", "axes"):
+        check(isinstance(sub.get(key) or {}, dict), f"`{key}` must be a mapping (name: value), got {sub.get(key)!r}.",
+              f"write `{key}: {{name: value, ...}}`.")
+    for key in ("include", "exclude"):
+        v = sub.get(key) or []
+        check(isinstance(v, list) and all(isinstance(x, dict) for x in v), f"`{key}` must be a list of mappings, got {v!r}.",
+              f"write `{key}: [{{name: value, ...}}]`.")
     base = {**(defaults or {}), **(sub.get("defaults") or {})}
     axes = sub.get("axes") or {}
+    for k, v in [*axes.items(), *((k, v) for inc in sub.get("include") or [] for k, v in inc.items())]:
+        check(v != [], f"`{k}: []` is an empty list, so this entry makes no runs.",
+              f"give `{k}` at least one value (`{k}: [a, b]`) or remove it.")
     points = _product(axes)
     for inc in sub.get("include") or []:
         rest = {k: v for k, v in axes.items() if k not in inc}
@@ -56,17 +69,32 @@ def expand_subgrid(sub: dict, defaults: dict | None = None) -> list[dict]:
         if key in seen: continue
         seen.add(key)
         runs.append({"kind": sub["kind"], "notebook": sub.get("notebook"), "params": params})
+    check(runs, "this entry makes no runs: its `exclude` patterns drop every point.", "loosen `exclude` or remove the entry.")
     return runs
 
 def expand_grid(spec: dict) -> list[dict]:
     "All runs of a grid spec (or the single run of a run definition)."
-    check(isinstance(spec, dict), f"a params file must hold a YAML mapping, got {type(spec).__name__}.")
+    check(isinstance(spec, dict), f"a params file must hold a YAML mapping, got {type(spec).__name__}.",
+          "start it with `grid:` (a list of entries, see params/study_tiny.yaml) or, for one run, `kind:` and the parameters.")
+    check(spec, "the params file is empty: there is nothing to run.",
+          "write a grid (`grid:` with entries, see params/study_tiny.yaml) or one run (`kind: unlearn`, `model: tiny-llama`, ...).")
+    check(isinstance(spec.get("defaults") or {}, dict), f"`defaults` must be a mapping (name: value), got {spec.get('defaults')!r}.",
+          "write `defaults: {name: value, ...}`.")
     if "grid" not in spec:
         params = {k: v for k, v in spec.items() if k not in ("kind", "notebook", "name")}
-        params = {**params.pop("defaults", {}), **params}
+        params = {**(params.pop("defaults", None) or {}), **params}
         return expand_subgrid({"kind": spec.get("kind", "unlearn"), "notebook": spec.get("notebook"),
                                "defaults": params})
-    return [r for sub in spec["grid"] for r in expand_subgrid(sub, spec.get("defaults"))]
+    g = spec["grid"]
+    check(isinstance(g, list) and g, f"`grid` lists no entries (got {g!r}): there is nothing to run.",
+          "list at least one entry under `grid:` (`- kind: unlearn` with its `axes:`), see params/study_tiny.yaml.")
+    runs = []
+    for i, sub in enumerate(g, 1):
+        try: runs += expand_subgrid(sub, spec.get("defaults"))
+        except BaldroError as e:
+            what = f" (kind: {sub['kind']})" if isinstance(sub, dict) and "kind" in sub else ""
+            raise BaldroError(f"grid entry {i}{what}: {e}") from None
+    return runs
 
 # %% ../nbs/11_grid.ipynb #fa84a17b
 @dataclass
@@ -78,6 +106,9 @@ class Kind:
     provides: callable = lambda p: []
     needs: callable = lambda p: []
     publish: callable = lambda p: []   # [(path in the run folder, artefact under outputs)] linked after success
+    requires: tuple = ("model",)       # parameters every run of the kind must set (its artefacts are named after them)
+
+def _complete(r) -> bool: return all(r["params"].get(k) is not None for k in KINDS[r["kind"]].requires)
 
 def _explicit(p, key):
     "An explicit path parameter, as a path relative to `nbs/` (None when unset or a hub id)."
@@ -114,13 +145,113 @@ def artefact_path(a, root: Path, outputs: Path) -> Path:
 
 def artefact_name(a) -> str: return f"outputs/{a[1]}" if isinstance(a, tuple) else str(a)
 
+# %% ../nbs/11_grid.ipynb #5c4e2a11
+@dataclass(frozen=True)
+class Param:
+    "How a run parameter is checked: its type, bounds (`gt`, `ge`, `le`) or `choices`, whether null is always allowed, an example (YAML)."
+    type: str                  # float | int | bool | str | dict
+    gt: float | None = None
+    ge: float | None = None
+    le: float | None = None
+    choices: tuple = ()
+    null: bool = False         # null always allowed (otherwise only where the notebook's default is None)
+    example: str = ""
+
+    def describe(self) -> str:
+        "A valid value in words: `a number > 0`, `a whole number >= 1`, `a number in (0, 1]`, `one of [...]`."
+        if self.choices: return f"one of {list(self.choices)}"
+        noun = {"float": "a number", "int": "a whole number", "bool": "true or false", "str": "a string",
+                "dict": "a mapping (key: value)"}[self.type]
+        lo = (f"({self.gt:g}", ">") if self.gt is not None else (f"[{self.ge:g}", ">=") if self.ge is not None else None
+        if lo and self.le is not None: return f"{noun} in {lo[0]}, {self.le:g}]"
+        if lo: return f"{noun} {lo[1]} {lo[0][1:]}"
+        return f"{noun} <= {self.le:g}" if self.le is not None else noun
+
+_F, _I, _S, _B = "float", "int", "str", "bool"
+PARAM_SCHEMA: dict[str, Param] = {
+    # what runs (names with a vocabulary are also checked by NAME_CHECKS; `training` by run_method)
+    "model": Param(_S, example="tiny-llama"), "stage": Param(_S, choices=STAGES), "forget_split": Param(_S, example="forget01"),
+    "data_source": Param(_S, null=True, example='"tofu-mini:40"'), "objective": Param(_S, example="NPO"),
+    "reweighting": Param(_S, example="dv"), "compat": Param(_S, example="corrected"), "direction": Param(_S, example="softmin"),
+    "pool": Param(_S, example="batch"), "training": Param(_S, example="fork_fast"), "retain_reduction": Param(_S, example="token"),
+    # paths (null: the default artefact under outputs/)
+    "out_dir": Param(_S, example="out"), "model_dir": Param(_S, example="../outputs/models/tiny-llama/retain99"),
+    "target_dir": Param(_S, example="../outputs/models/tiny-llama/full"), "log_path": Param(_S, example="retain_log.json"),
+    "retain_log": Param(_S, example="../outputs/retain_logs/tiny-llama_retain99/TOFU_EVAL.json"),
+    # the schedule (null: the training preset's / the model recipe's value)
+    "lr": Param(_F, gt=0, null=True, example="1.0e-5"), "epochs": Param(_F, gt=0, null=True, example="2"),
+    "batch_size": Param(_I, ge=1, null=True, example="4"), "grad_accum": Param(_I, ge=1, null=True, example="2"),
+    "warmup_ratio": Param(_F, ge=0, le=1, example="0.1"), "weight_decay": Param(_F, ge=0, example="0.01"),
+    "optim": Param(_S, example="adamw_torch"), "seed": Param(_I, ge=0, example="0"),
+    # loading the model
+    "dtype": Param(_S, choices=DTYPES), "attn_implementation": Param(_S, choices=ATTN_IMPLEMENTATIONS),
+    "bf16": Param(_B, example="true"), "gradient_checkpointing": Param(_B, example="true"), "load_in_4bit": Param(_B, example="false"),
+    "lora": Param("dict", example="{r: 8, alpha: 16, dropout: 0.05, target_modules: [q_proj, v_proj]}"),
+    # data and evaluation sizes (null: every row)
+    "general": Param(_B, example="true"), "max_rows": Param(_I, ge=1, null=True, example="32"),
+    "eval_rows": Param(_I, ge=1, null=True, example="40"), "eval_batch_size": Param(_I, ge=1, example="32"),
+    "max_new_tokens": Param(_I, ge=1, example="200"), "eval_every_epoch": Param(_B, example="true"),
+    # the method (null: the objective's, reweighting's or training preset's default)
+    "beta_dv": Param(_F, gt=0, example="1.0"), "ratio": Param(_F, gt=0, le=1, example="0.5"),
+    "refresh_every": Param(_I, ge=0, example="1"), "beta": Param(_F, gt=0, example="0.1"), "delta": Param(_F, example="0.0"),
+    "beta1": Param(_F, ge=0, example="5.0"), "beta2": Param(_F, ge=0, example="1.0"),
+    "gamma": Param(_F, ge=0, example="1.0"), "alpha": Param(_F, ge=0, example="1.0"),
+}
+
+def _show(v) -> str:
+    "A value as the params file would write it (null, true/false; text quoted)."
+    return "null" if v is None else str(v).lower() if isinstance(v, bool) else repr(v)
+
+def _number(v, type_: str):
+    "A number from a number or numeric text (`'1e-3'` → 0.001); a whole float → int for an int. Raises ValueError(problem)."
+    if isinstance(v, bool): raise ValueError("is true/false, not a number")
+    if isinstance(v, str):
+        try: v = float(v.strip())
+        except ValueError: raise ValueError("is not a number") from None
+        if type_ == _F: v = float(v)
+    if not isinstance(v, (int, float)): raise ValueError(f"is a {type(v).__name__}, not a number")
+    if not math.isfinite(v): raise ValueError("is not a finite number")
+    if type_ == _I and isinstance(v, float):
+        if not v.is_integer(): raise ValueError("is not a whole number")
+        v = int(v)
+    return v
+
+def coerce_param(key: str, value, null_ok: bool = True, where: str = "the params file"):
+    "`value` checked against `PARAM_SCHEMA[key]`, as the kernel gets it (numbers from text); a BaldroError naming the key, the value and the fix."
+    s = PARAM_SCHEMA.get(key)
+    if s is None: return value   # not in the schema (e.g. a test notebook's own parameter)
+    def fail(problem):
+        ex = s.example or (s.choices[0] if s.choices else "...")
+        raise BaldroError(f"{key}={_show(value)} {problem}. Fix: write {key}: {ex} ({s.describe()}) in {where}.")
+    if value is None:
+        if null_ok or s.null: return None
+        fail(f"is not allowed (null): this notebook needs {s.describe()}")
+    if s.type in (_F, _I):
+        try: v = _number(value, s.type)
+        except ValueError as e: fail(str(e))
+        if ((s.gt is not None and not v > s.gt) or (s.ge is not None and not v >= s.ge) or (s.le is not None and not v <= s.le)):
+            fail(f"is out of range: {key} must be {s.describe()}")
+        return v
+    ok = {_B: lambda v: isinstance(v, bool), _S: lambda v: isinstance(v, str), "dict": lambda v: isinstance(v, dict)}[s.type]
+    if not ok(value): fail(f"is not {s.describe()}")
+    if s.choices and value not in s.choices: fail(f"is not {s.describe()}")
+    return value
+
+def normalise_params(params: dict) -> dict:
+    "`params` with every value the schema can coerce coerced (others unchanged: `validate` reports them)."
+    out = {}
+    for k, v in params.items():
+        try: out[k] = coerce_param(k, v)
+        except BaldroError: out[k] = v
+    return out
+
 # %% ../nbs/11_grid.ipynb #36f44144
 def resolve_run(run: dict) -> dict:
     "Fill in the notebook path and run id of an expanded run."
     kind = run["kind"]
     check(kind in KINDS, f"unknown run kind {kind!r}.", f"use one of {sorted(KINDS)}.")
     k = KINDS[kind]
-    p = dict(run["params"]); p.pop("out_dir", None)
+    p = normalise_params(run["params"]); p.pop("out_dir", None)   # `lr: "1e-3"` and `lr: 1.0e-3` are the same run
     derived = kind == "unlearn" and p.get("method") is None
     label = {**p, "kind": kind, **({"method": method_label(p)} if derived else {})}
     head = "__".join(str(label[x]).replace("/", "-") for x in ("kind",) + k.id_keys if label.get(x) is not None)
@@ -186,18 +317,31 @@ def validate(runs: list[dict], root, outputs) -> None:
                                 "Fix: tag the parameters cell `parameters` (and keep `allowed_cell_metadata_keys = tags` in settings.ini).")
                 seen_nb[nb] = declared
         declared = seen_nb[nb]
+        rid, where, bad = r["run_id"], r.get("params_file") or "the params file", set()
         if declared:
             unknown = sorted(set(r["params"]) - set(declared))
             if unknown:
-                errs.append(f"{r['run_id']}: unknown parameter(s) {unknown} for nbs/{r['notebook']}. "
-                            f"Fix: use the notebook's parameters {sorted(declared)} (check the spelling) or add them to its parameters cell.")
+                errs.append(f"{rid}: unknown parameter(s) {unknown} for nbs/{r['notebook']}. "
+                            f"Fix: use the notebook's parameters {sorted(declared)} (check the spelling in {where}) or add them to its parameters cell.")
+            defaults = notebook_defaults(nb)
+            for k, v in list(r["params"].items()):
+                if k not in declared: continue
+                try: r["params"][k] = coerce_param(k, v, null_ok=k in defaults and defaults[k] is None, where=where)
+                except BaldroError as e: errs.append(f"{rid}: {e}"); bad.add(k)
+        for k in KINDS[r["kind"]].requires:
+            if r["params"].get(k) is None:
+                errs.append(f"{rid}: no `{k}`: every {r['kind']} run needs one. Fix: add `{k}: {getattr(PARAM_SCHEMA.get(k), 'example', '...')}` "
+                            f"to the entry (or its `defaults:`) in {where}."); bad.add(k)
         for key, chk in NAME_CHECKS.items():
-            if r["params"].get(key) is None: continue
+            if r["params"].get(key) is None or key in bad: continue
             try: chk(r["params"][key])
-            except BaldroError as e: errs.append(f"{r['run_id']}: " + str(e).replace("{key}", key))
-        if r["kind"] == "unlearn" and declared and {"objective", "compat", "training"} <= set(declared):
+            except BaldroError as e: errs.append(f"{rid}: " + str(e).replace("{key}", key)); bad.add(key)
+        if r["kind"] == "unlearn" and declared and {"objective", "compat", "training"} <= set(declared) and not bad:
             try: run_method(r, root)   # the method the notebook will resolve: refused combinations fail here, not in the kernel
-            except BaldroError as e: errs.append(f"{r['run_id']}: {e}")
+            except BaldroError as e: errs.append(f"{rid}: {e}")
+            except Exception as e: errs.append(f"{rid}: its method does not resolve ({type(e).__name__}: {e}). Fix: check its method parameters in {where}.")
+    files = sorted({str(r["params_file"]) for r in runs if r.get("params_file")})
+    runs = [r for r in runs if _complete(r)]   # the others are reported above
     provided = {artefact_name(a) for r in runs for a in KINDS[r["kind"]].provides(r["params"])}
     for r in runs:
         try: needs = KINDS[r["kind"]].needs(r["params"])
@@ -208,7 +352,8 @@ def validate(runs: list[dict], root, outputs) -> None:
                    "retain model": f"add a `finetune` run (model: {r['params'].get('model')}, stage: retainXX) to the grid, or set `model_dir`",
                    "retain log": f"add a `retain_eval` run (model: {r['params'].get('model')}, forget_split: {r['params'].get('forget_split', 'forget01')}) to the grid, or set `retain_log` to an existing TOFU_EVAL.json"}[what]
             errs.append(f"{r['run_id']}: its {what} {artefact_name(a)} does not exist and no run in this grid makes it. Fix: {fix}.")
-    if errs: raise BaldroError(f"{len(errs)} problem(s) found before running anything:\n- " + "\n- ".join(dict.fromkeys(errs)))
+    errs = list(dict.fromkeys(errs))
+    if errs: raise BaldroError(f"{len(errs)} problem(s) found{' in ' + ', '.join(files) if files else ''} before running anything:\n- " + "\n- ".join(errs))
 
 # %% ../nbs/11_grid.ipynb #14e5a408
 def plan(runs: list[dict]) -> list[list[dict]]:
@@ -230,17 +375,25 @@ def plan(runs: list[dict]) -> list[list[dict]]:
 # %% ../nbs/11_grid.ipynb #2dec6881
 def load_runs(path_or_spec) -> list[dict]:
     "Resolved runs of a params file (path) or an already-loaded spec (dict)."
-    if isinstance(path_or_spec, (str, Path)):
-        p = Path(path_or_spec)
-        check(p.exists(), f"params file {p} does not exist.", "pass a file under params/, e.g. params/study_tiny.yaml.")
-        spec = read_yaml(p)
-    else: spec = path_or_spec
-    return [resolve_run(r) for r in expand_grid(spec)]
+    if not isinstance(path_or_spec, (str, Path)): return [resolve_run(r) for r in expand_grid(path_or_spec)]
+    p = Path(path_or_spec)
+    check(p.is_file(), f"params file {p} does not exist.", "pass a file under params/, e.g. params/study_tiny.yaml.")
+    try: spec = read_yaml(p)
+    except yaml.YAMLError as e:
+        at = lambda m: f" (line {m.line + 1}, column {m.column + 1})" if m else ""
+        parts = [f"{x}{at(getattr(e, k + '_mark', None))}" for k in ("context", "problem") if (x := getattr(e, k, None))]
+        lines = [m.line + 1 for m in (getattr(e, "context_mark", None), getattr(e, "problem_mark", None)) if m]
+        raise BaldroError(f"params file {p} is not valid YAML: {'; '.join(parts) or str(e).splitlines()[0]}. "
+                          f"Fix: correct {p}{f' at line {min(lines)}' if lines else ''} (brackets, quotes, indentation).") from None
+    except (OSError, UnicodeDecodeError) as e: raise BaldroError(f"params file {p} cannot be read: {e}. Fix: pass a YAML text file.") from None
+    try: runs = [resolve_run(r) for r in expand_grid(spec)]
+    except BaldroError as e: raise BaldroError(f"{p}: {e}") from None
+    return [{**r, "params_file": str(p)} for r in runs]
 
 def _with_needs(selected, runs):
     "`selected` plus, transitively, the runs that make what they need."
-    maker = {artefact_name(a): r for r in runs for a in KINDS[r["kind"]].provides(r["params"])}
-    out, todo = {r["run_id"]: r for r in selected}, list(selected)
+    maker = {artefact_name(a): r for r in runs if _complete(r) for a in KINDS[r["kind"]].provides(r["params"])}
+    out, todo = {r["run_id"]: r for r in selected}, [r for r in selected if _complete(r)]   # incomplete runs: validate reports them
     while todo:
         r = todo.pop()
         for _, a in KINDS[r["kind"]].needs(r["params"]):

@@ -11,7 +11,7 @@ from pathlib import Path
 from .core import (BaldroError, check, atomic_write, outputs_dir, file_lock, write_json, read_json, set_offline,
                             usual_mode)
 from .data import Template, encode_qa, encode_prompt, ensure_tofu_mini, tofu_mini_rows, IGNORE_INDEX
-from .vocab import MODEL_NAMES, REAL_MODELS, TINY_MODELS, model_rel
+from .vocab import MODEL_NAMES, REAL_MODELS, TINY_MODELS, DTYPES, ATTN_IMPLEMENTATIONS, model_rel
 
 # %% auto #0
 __all__ = ['CHAT_TEMPLATES', 'FAMILY_TOKENS', 'TINY_ARCH', 'MODELS', 'TINY_VOCAB', 'TINY_TOKENIZER_VERSION',
@@ -301,8 +301,7 @@ def fast_attention_masks(enable: bool = True) -> bool:
     return reg["sdpa"] is _broadcast_sdpa_mask
 
 # %% ../nbs/03_models.ipynb #8bfc0cf2
-_DTYPES = ("float32", "bfloat16", "float16")
-_ATTN = ("eager", "sdpa", "flash_attention_2")
+_DTYPES, _ATTN = DTYPES, ATTN_IMPLEMENTATIONS   # the choices the vocabulary lists
 
 def resolve_model_path(name_or_path) -> str:
     "Registered name -> folder (tiny) or hub id (real); anything else is returned unchanged."

@@ -12,8 +12,9 @@ from .core import BaldroError, check
 __all__ = ['FORGET_PCTS', 'FORGET_SPLITS', 'STAGES', 'DATA_DIR', 'MODELS_DIR', 'RETAIN_LOGS_DIR', 'RUNS_DIR', 'CACHE_DIR',
            'REPORT_DIR', 'RESULTS_CSV', 'TOFU_HUB_ID', 'OBJECTIVE_NAMES', 'UNITS', 'DIRECTIONS', 'POOLS', 'COMPATS',
            'REWEIGHTING_PARAMS', 'REWEIGHTINGS', 'VARIANT_LABELS', 'REAL_MODELS', 'TINY_MODELS', 'MODEL_NAMES',
-           'MODEL_UTILITY_KEYS', 'MIA_ATTACKS', 'NUMERIC_COLUMNS', 'RESULT_COLUMNS', 'split_pairing', 'retain_stage',
-           'model_rel', 'retain_log_rel', 'run_rel', 'parse_source', 'objective_key', 'method_label']
+           'DTYPES', 'ATTN_IMPLEMENTATIONS', 'MODEL_UTILITY_KEYS', 'MIA_ATTACKS', 'NUMERIC_COLUMNS', 'RESULT_COLUMNS',
+           'split_pairing', 'retain_stage', 'model_rel', 'retain_log_rel', 'run_rel', 'parse_source', 'objective_key',
+           'method_label']
 
 # %% ../nbs/01_vocab.ipynb #a407a003
 FORGET_PCTS = (1, 5, 10)
@@ -107,6 +108,8 @@ def method_label(p: dict) -> str | None:
 REAL_MODELS = ("Llama-2-7b-chat-hf", "Llama-3.2-1B-Instruct", "Llama-3.1-8B-Instruct", "Qwen3-8B", "Mistral-7B-Instruct-v0.3")
 TINY_MODELS = ("tiny-llama", "tiny-qwen3", "tiny-mistral")
 MODEL_NAMES = REAL_MODELS + TINY_MODELS
+DTYPES = ("float32", "bfloat16", "float16")
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 
 # %% ../nbs/01_vocab.ipynb #a56c08a9
 MODEL_UTILITY_KEYS = ("retain_Q_A_Prob", "retain_Q_A_ROUGE", "retain_Truth_Ratio", "ra_Q_A_Prob_normalised", "ra_Q_A_ROUGE",
