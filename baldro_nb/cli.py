@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .core import BaldroError, check, read_json, read_yaml, repo_root, set_offline
 from .vocab import RESULTS_CSV, RUNS_DIR, REPORT_DIR
-from .execution import run_grid, collect
+from .execution import run_grid, collect, run_state, list_runs, RunInterrupted
 
 # %% auto #0
 __all__ = ['SHOW', 'results_table', 'study_report', 'acceptance_from_runs', 'acceptance_report', 'study', 'main']
@@ -49,8 +49,9 @@ def acceptance_from_runs(outputs):
     from baldro_nb.finetune import EM_SPLITS
     rows = {}
     for d in sorted(Path(outputs, RUNS_DIR).glob("finetune__*")):
-        if not ((d/"metrics.json").exists() and (d/"params.yaml").exists()): continue
-        prm, em = read_yaml(d/"params.yaml"), read_json(d/"metrics.json").get("exact_match", {})
+        rs = run_state(d)   # a half-written or corrupt run is not done: it has no table row
+        if not (rs.done and rs.params): continue
+        prm, em = rs.params, rs.metrics.get("exact_match", {})
         role = _ROLES.get(prm.get("stage"))
         if role and all(s in em for s in EM_SPLITS): rows[f"{prm['model']} {role}"] = {s: em[s] for s in EM_SPLITS}
     return pd.DataFrame.from_dict(rows, orient="index")[list(EM_SPLITS)] if rows else None
@@ -125,10 +126,7 @@ def main(argv=None) -> int:
     try:
         if a.cmd == "collect": print(collect(outputs)); return 0
         if a.cmd == "list":
-            for d in sorted((outputs/RUNS_DIR).glob("*/")):
-                st = read_json(d/"status.json") if (d/"status.json").exists() else {}
-                s = "done" if (d/"metrics.json").exists() else st.get("status", "incomplete")
-                print(f"{s:10s} {st.get('wall_s', ''):>8} {d.name}")
+            for line in list_runs(outputs): print(line)
             return 0
         kw = dict(executor=a.executor, only=a.only, dry_run=a.dry_run, timeout=a.timeout,
                   warm_kernels=not a.cold_kernels if a.cmd == "study" else a.warm_kernels)
@@ -139,5 +137,7 @@ def main(argv=None) -> int:
             st = run_grid(a.params, root=root, outputs=outputs, jobs=a.jobs or 1, **kw)
         if st and any(s.get("status") == "error" for s in st): return 1
         return 0
+    except RunInterrupted as e:   # Ctrl-C: the usual exit code of an interrupted command
+        print(f"baldro: {e}", file=sys.stderr); return 130
     except BaldroError as e:
         print(f"baldro: {e}", file=sys.stderr); return 2

@@ -17,7 +17,7 @@ from .vocab import FORGET_PCTS, TOFU_HUB_ID, DATA_DIR, split_pairing, parse_sour
 __all__ = ['TOFU_CONFIGS', 'GENERAL_CONFIGS', 'QA_KINDS', 'TOFU_MINI_VERSION', 'STUDY_SOURCE', 'IGNORE_INDEX', 'check_config',
            'make_author', 'author_rows', 'general_rows', 'n_forget_authors', 'n_retain_perturbed_authors', 'hub_readme',
            'write_jsonl', 'tofu_mini_rows', 'make_tofu_mini', 'tofu_mini_dir', 'ensure_tofu_mini', 'resolve_source',
-           'load_tofu', 'Template', 'encode_prompt', 'encode_qa', 'QACollator', 'QADataset']
+           'config_files', 'load_tofu', 'Template', 'encode_prompt', 'encode_qa', 'QACollator', 'QADataset']
 
 # %% ../nbs/02_data.ipynb #3815faf4
 TOFU_CONFIGS = ("full",
@@ -310,14 +310,44 @@ def resolve_source(source: str | os.PathLike | None = None) -> str:
     return str(p)
 
 # %% ../nbs/02_data.ipynb #90891a1f
+def config_files(src, config: str) -> list[Path]:
+    "The data files of `config` in the local hub-layout folder `src` (its README's `configs:` block); [] for a hub id."
+    import yaml
+    d = Path(src)
+    if not d.is_dir(): return []
+    try:
+        text = (d/"README.md").read_text()
+        cfgs = (yaml.safe_load(text.split("---")[1]) or {}).get("configs") or [] if text.startswith("---") else []
+    except Exception: return []   # datasets reports an unreadable README itself
+    for c in cfgs:
+        if isinstance(c, dict) and c.get("config_name") == config:
+            files = c.get("data_files"); files = files if isinstance(files, list) else [files]
+            paths = [x for e in files for x in (lambda v: v if isinstance(v, list) else [v])(e.get("path") if isinstance(e, dict) else e)]
+            return [d/x for x in paths if isinstance(x, str) and not any(ch in x for ch in "*?[")]
+    return []
+
+def _is_empty(f: Path) -> bool:
+    try: return f.stat().st_size == 0 or (f.stat().st_size < 4096 and not f.read_text(errors="replace").strip())
+    except OSError: return False
+
 def load_tofu(config: str, source: str | os.PathLike | None = None, **mini):
     "TOFU `config` as a `datasets.Dataset` from a source spec: None/'tofu-mini[:n]', a hub id, or a local folder."
     import datasets
     check_config(config)
     src = str(ensure_tofu_mini(**mini)) if source is None and mini else resolve_source(source)
+    files = config_files(src, config)
+    fix = ("restore the file, or delete the folder if it is a generated TOFU-mini (it is rebuilt on next use)"
+           if str(src).startswith(str(outputs_dir()/DATA_DIR)) else "restore the file or point data_source at a complete copy")
+    for f in files:
+        check(not _is_empty(f), f"TOFU config {config!r}: its data file {str(f)!r} is empty (no rows).", fix + ".")
+    names = ", ".join(repr(str(f)) for f in files) or f"the {config} data file"
+    no_rows = f"TOFU config {config!r} of source {src!r} has no rows: {names} holds no JSON lines. Fix: {fix}."
     try:
         return datasets.load_dataset(src, name=config, split="train")
+    except StopIteration as e:   # datasets' JSON builder on a file with no rows: a bare StopIteration
+        raise BaldroError(no_rows) from e
     except ValueError as e:
+        if "corresponds to no data" in str(e): raise BaldroError(no_rows) from e   # blank lines only
         if "not found" in str(e) and "BuilderConfig" in str(e):
             raise BaldroError(f"TOFU source {src!r} has no config {config!r}. Fix: add {config}.jsonl and its "
                               f"entry in README.md, or use another source.") from e

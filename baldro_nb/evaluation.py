@@ -22,8 +22,8 @@ from .metrics import (MIA_K, exact_memorization, extraction_strength, forget_qua
 # %% auto #0
 __all__ = ['MIA_SETS', 'SUMMARY_KEYS', 'EVAL_VERSION', 'Scored', 'score_sequences', 'generate_greedy', 'eval_sets', 'EncodedSet',
            'encode_eval_set', 'mia_seq_ids', 'mia_scores', 'mia_logs', 'build_logs', 'summarize', 'evaluate_tofu',
-           'write_eval_logs', 'publish_eval_logs', 'load_retain_logs', 'load_retain_auc', 'make_retain_reference',
-           'TofuEvalCallback', 'eval_source', 'epoch0_cache_dir', 'cached_epoch0']
+           'write_eval_logs', 'publish_eval_logs', 'read_retain_log', 'load_retain_logs', 'load_retain_auc',
+           'make_retain_reference', 'TofuEvalCallback', 'eval_source', 'epoch0_cache_dir', 'cached_epoch0']
 
 # %% ../nbs/10_evaluation.ipynb #11d3f1ab
 @dataclass
@@ -376,17 +376,29 @@ def publish_eval_logs(src_dir, dest_dir) -> Path:
     return Path(dest_dir)
 
 # %% ../nbs/10_evaluation.ipynb #49ae5f30
-def load_retain_logs(path, forget_split: str, n_forget: int) -> np.ndarray:
-    "The retain model's raw forget truth ratios (index order) from its TOFU_EVAL.json, validated."
+def _retain_hint(forget_split) -> str:
+    fs, arg = (forget_split, repr(forget_split)) if forget_split else ("its forget split", "...")
+    return (f"evaluate the retain model of {fs} first (the grid's retain_eval run, or make_retain_reference(retain_model, "
+            f"tokenizer, template, forget_split={arg}, out_dir=...)) or point retain_logs at its TOFU_EVAL.json")
+
+def read_retain_log(path, forget_split: str | None = None) -> tuple[Path, dict]:
+    "The retain log's path (a folder means its TOFU_EVAL.json) and content; a `BaldroError` naming both the path and the fix otherwise."
     import json
     p = Path(path)
     if p.is_dir(): p = p/"TOFU_EVAL.json"
-    hint = (f"evaluate the retain model of {forget_split} first (make_retain_reference(retain_model, tokenizer, "
-            f"template, forget_split={forget_split!r}, out_dir=...)) or point retain_logs at its TOFU_EVAL.json")
+    hint = _retain_hint(forget_split)
     check(p.exists(), f"retain log {str(p)!r} does not exist.", hint)
     try: logs = json.loads(p.read_text())
-    except json.JSONDecodeError as e: raise BaldroError(f"retain log {str(p)!r} is not valid JSON ({e}). Fix: {hint}.") from e
+    except (ValueError, OSError) as e:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise BaldroError(f"retain log {str(p)!r} is not valid JSON ({type(e).__name__}: {e}): it may be cut short or "
+                          f"not a log at all. Fix: {hint}.") from e
     check(isinstance(logs, dict), f"retain log {str(p)!r} is not a TOFU_EVAL.json object.", hint)
+    return p, logs
+
+def load_retain_logs(path, forget_split: str, n_forget: int) -> np.ndarray:
+    "The retain model's raw forget truth ratios (index order) from its TOFU_EVAL.json, validated."
+    p, logs = read_retain_log(path, forget_split)
+    hint = _retain_hint(forget_split)
     ent = logs.get("forget_truth_ratio")
     check(isinstance(ent, dict) and isinstance(ent.get("value_by_index"), dict) and ent["value_by_index"],
           f"retain log {str(p)!r} has no per-sample forget_truth_ratio (it may be a TOFU_SUMMARY.json or a log "
@@ -405,10 +417,8 @@ def load_retain_logs(path, forget_split: str, n_forget: int) -> np.ndarray:
 # %% ../nbs/10_evaluation.ipynb #eb10390f
 def load_retain_auc(path, key: str = "mia_min_k") -> float | None:
     "The retain model's `key` AUC (`agg_value`) from its TOFU_EVAL.json, or None when the log lacks it."
-    p = Path(path)
-    if p.is_dir(): p = p/"TOFU_EVAL.json"
-    logs = read_json(p)
-    ent = logs.get(key) if isinstance(logs, dict) else None
+    _, logs = read_retain_log(path)
+    ent = logs.get(key)
     v = ent.get("agg_value") if isinstance(ent, dict) else None
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
@@ -459,7 +469,7 @@ def epoch0_cache_dir(model_name: str, target, retain_log, **settings) -> Path:
     "`outputs/cache/epoch0/<model>_<hash>`: the shared epoch-0 evaluation of `target` under `settings`."
     import os
     from baldro_nb.core import outputs_dir, stable_hash
-    t = Path(target); rl = read_json(retain_log)
+    t = Path(target); _, rl = read_retain_log(retain_log, settings.get("forget_split"))
     mtime = max(p.stat().st_mtime for p in t.glob("*") if p.is_file()) if t.is_dir() else str(target)
     key = stable_hash({"target": os.path.relpath(target), "mtime": mtime, "version": EVAL_VERSION,
                        "retain": rl.get("forget_truth_ratio", {}).get("agg_value"), "retain_mia": rl.get("mia_min_k", {}).get("agg_value"),

@@ -4,8 +4,9 @@
 
 # %% ../nbs/13_execution.ipynb #e0a1b2c6
 from __future__ import annotations
-import csv, fnmatch, io, json, os, re, sys, time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import contextlib, csv, fcntl, fnmatch, io, json, os, re, signal, sys, threading, time
+from concurrent.futures import CancelledError, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from pathlib import Path
 import multiprocessing as mp
 
@@ -13,19 +14,23 @@ from .core import (BaldroError, check, atomic_write, write_json, read_json, writ
                             capture_env, file_lock)
 from .vocab import RESULT_COLUMNS, RESULTS_CSV, RUNS_DIR, method_label
 from .grid import KINDS, load_runs, _with_needs, validate, plan, notebook_params, run_method
-from .forkserver import ForkServer, warm_kernel_manager, _die_with_parent
+from .forkserver import (ForkServer, warm_kernel_manager, _die_with_parent, LIVE_KERNELS, KERNEL_HOOKS,
+                                  signal_kernels)
 
 # %% auto #0
-__all__ = ['KERNEL_START_FAILURE', 'run_paths', 'papermill_command', 'scrub_paths', 'publish_artefacts', 'execute_run', 'run_row',
-           'collect', 'kernel_env', 'run_grid']
+__all__ = ['PARTIAL_NB', 'RUN_STATES', 'KERNEL_START_FAILURE', 'INTERRUPT_GRACE_S', 'run_paths', 'papermill_command',
+           'scrub_paths', 'publish_artefacts', 'RunState', 'lock_held', 'run_state', 'list_runs', 'execute_run',
+           'run_row', 'failed_row', 'collect', 'kernel_env', 'RunInterrupted', 'run_grid']
 
 # %% ../nbs/13_execution.ipynb #5f8cc829
+PARTIAL_NB = ".run.partial.ipynb"   # where papermill writes while it runs; moved to run.ipynb once whole
+
 def run_paths(run: dict, root, outputs) -> dict:
-    "Relative paths of a run: notebook and output from the repo root, out_dir from `nbs/`."
+    "Relative paths of a run: notebook and output (and papermill's `partial` output) from the repo root, out_dir from `nbs/`."
     root = Path(root).resolve(); d = Path(outputs).resolve()/RUNS_DIR/run["run_id"]
     rel = lambda p, start: os.path.relpath(p, start)
     return {"dir": d, "input": rel(root/"nbs"/run["notebook"], root), "output": rel(d/"run.ipynb", root),
-            "params": rel(d/"params.yaml", root), "out_dir": rel(d, root/"nbs")}
+            "partial": rel(d/PARTIAL_NB, root), "params": rel(d/"params.yaml", root), "out_dir": rel(d, root/"nbs")}
 
 def papermill_command(run: dict, root, outputs) -> str:
     "The plain papermill command (run from the repo root) that reproduces `run`."
@@ -51,90 +56,239 @@ def publish_artefacts(run: dict, run_dir, outputs) -> list:
             os.symlink(os.path.relpath(s, t.parent), t); made.append(t)
     return made
 
+# %% ../nbs/13_execution.ipynb #5a7e0c02
+RUN_STATES = ("done", "running", "error", "interrupted", "corrupt", "incomplete")
+
+@dataclass
+class RunState:
+    "What a run folder's files say: `state` (one of `RUN_STATES`), the files read (`status`, `params`, `metrics`) and the unreadable ones."
+    state: str
+    status: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    metrics: dict | None = None
+    problems: list = field(default_factory=list)   # "path: reason", one per file that cannot be read
+    @property
+    def done(self) -> bool: return self.state == "done"
+
+def _load(path: Path, reader, problems: list):
+    "The JSON/YAML object in `path`; None if it is missing, or (noted in `problems`) unreadable or not an object."
+    try: v = reader(path)
+    except FileNotFoundError: return None
+    except Exception as e: problems.append(f"{path}: {type(e).__name__}: {e}"); return None
+    if not isinstance(v, dict): problems.append(f"{path}: holds a {type(v).__name__}, not an object"); return None
+    return v
+
+def lock_held(d) -> bool:
+    "Whether a live process holds the lock of run folder `d` (`execute_run` holds it for the whole run)."
+    try: fd = os.open(Path(d)/".lock", os.O_RDONLY)
+    except OSError: return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)   # released by the close below
+        return False
+    except OSError: return True
+    finally: os.close(fd)
+
+def run_state(d, check_lock: bool = True) -> RunState:
+    "Derive a run folder's state from its files alone (see above); `check_lock=False` when the caller holds the lock."
+    d, problems = Path(d), []
+    st = _load(d/"status.json", read_json, problems) or {}
+    params = _load(d/"params.yaml", read_yaml, problems)
+    metrics = _load(d/"metrics.json", read_json, problems)
+    s = st.get("status")
+    if s == "running" and check_lock and lock_held(d): state = "running"
+    elif s in ("error", "interrupted"): state = s
+    elif any(p.startswith((str(d/"metrics.json"), str(d/"params.yaml"))) for p in problems): state = "corrupt"
+    elif metrics is not None: state = "done"
+    else: state = "incomplete"
+    return RunState(state, st, params or {}, metrics, problems)
+
+def list_runs(outputs) -> list[str]:
+    "`baldro list`: one line per run folder (its `run_state`, wall time, id), then a `warning:` line per unreadable file."
+    lines, warn = [], []
+    for d in sorted((Path(outputs)/RUNS_DIR).glob("*/")):
+        rs = run_state(d); lines.append(f"{rs.state:11s} {rs.status.get('wall_s', '') or '':>8} {d.name}")
+        warn += [f"warning: {p}" for p in rs.problems]
+    return lines + warn
+
 # %% ../nbs/13_execution.ipynb #229105e9
 KERNEL_START_FAILURE = re.compile(r"Kernel died before replying to kernel_info|Kernel didn't respond in \d+ seconds")
+INTERRUPT_GRACE_S = 3.0          # after a Ctrl-C, a kernel whose cell has not stopped is killed this much later
+_STOP = {"at": None}             # set in a worker process by an interrupt: its run stops, no later run starts
+
+def _interrupt(*_):
+    "A worker's SIGINT handler (terminal or runner): interrupt the running cell, kill the kernel if it lingers."
+    if _STOP["at"] is not None: return
+    _STOP["at"] = time.time()
+    signal_kernels(signal.SIGINT)
+    t = threading.Timer(INTERRUPT_GRACE_S, signal_kernels, (signal.SIGKILL,)); t.daemon = True; t.start()
+
+def _abort(*_):
+    "A worker's SIGUSR2 handler (the runner's second interrupt): kill the kernel now and exit."
+    signal_kernels(signal.SIGKILL); os._exit(130)
+
+def _kernel_started(pid: int):
+    if _STOP["at"] is not None: signal_kernels(signal.SIGKILL)   # started while stopping: never runs a cell
+
+def _worker_init():
+    "Initializer of the local executor's worker processes: die with the runner, handle interrupts as above."
+    _die_with_parent()
+    signal.signal(signal.SIGINT, _interrupt); signal.signal(signal.SIGUSR2, _abort)
+    KERNEL_HOOKS.append(_kernel_started)
+
+def _err(e: BaseException, root) -> str:
+    return scrub_paths(f"{type(e).__name__}: {e}", root)[:2000]
+
+def _write(fn, path, *args):
+    "`fn(path, *args)` (a writer), naming `path` in an OSError that does not (a full disk fails the write, not the open)."
+    try: return fn(path, *args)
+    except OSError as e:
+        if e.filename is None and e.errno: raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
+
+def _clear_attempt(d: Path):
+    "Remove what an unfinished earlier attempt left that this one writes again (a corrupt metrics.json is kept aside)."
+    m = d/"metrics.json"
+    if m.exists():
+        if _load(m, read_json, []) is None: os.replace(m, d/"metrics.json.corrupt")
+        else: m.unlink()
+    for f in ("status.json", "error.json", "run.ipynb", PARTIAL_NB): (d/f).unlink(missing_ok=True)
+
+def _promote_notebook(d: Path, P: dict, root) -> str | None:
+    "Move papermill's output to `run.ipynb` (paths scrubbed, atomically) if it is whole JSON; else keep it and say why."
+    part = d/PARTIAL_NB
+    try: text = part.read_text()
+    except FileNotFoundError: return None
+    text = text.replace(P["partial"], P["output"])          # papermill's metadata names the path it wrote
+    try: json.loads(text)
+    except ValueError: return f"its executed notebook was cut short (kept as {PARTIAL_NB}, not run.ipynb)"
+    _write(atomic_write, d/"run.ipynb", scrub_paths(text, root)); part.unlink()
+    return None
+
+def _record_finished(run: dict, d: Path, P: dict, root, outputs, st: dict) -> dict:
+    "A done run whose status.json does not say ok (its executor died after the notebook's last write): record it."
+    _promote_notebook(d, P, root); publish_artefacts(run, d, outputs)
+    st = {**st, "run_id": run["run_id"], "kind": run["kind"], "notebook": run["notebook"], "status": "ok", "error": None,
+          "note": "recorded after its runner stopped (metrics.json was whole)"}
+    _write(write_json, d/"status.json", st)
+    return st
 
 def execute_run(run: dict, root, outputs, env: dict | None = None, timeout: float | None = None) -> dict:
-    "Run one resolved run in this process (papermill with cwd `nbs/`); returns its status dict."
-    import papermill as pm
+    "Run one resolved run in this process (papermill with cwd `nbs/`); returns its status dict, also when it fails."
+    base = {"run_id": run["run_id"], "kind": run["kind"], "notebook": run["notebook"]}
+    if _STOP["at"] is not None: return {**base, "status": "cancelled"}
     root, outputs = Path(root).resolve(), Path(outputs).resolve()
-    os.chdir(root); os.environ.update(env or {})
-    P = run_paths(run, root, outputs); d = P["dir"]; d.mkdir(parents=True, exist_ok=True)
-    with file_lock(d/".lock"):
-        if (d/"metrics.json").exists():
-            return {"run_id": run["run_id"], "status": "skipped"}
-        for stale in ("status.json", "error.json"): (d/stale).unlink(missing_ok=True)
-        params = {**run["params"], "out_dir": P["out_dir"]}
-        write_yaml(d/"params.yaml", params)
-        write_json(d/"env.json", capture_env(root))
-        # the thread count the kernel gets (OMP_NUM_THREADS when several jobs share the cores) changes float sums in
-        # the last digits: the printed command sets it too, so that it reproduces the metrics exactly
-        thr = os.environ.get("OMP_NUM_THREADS")
-        atomic_write(d/"command.txt", (f"OMP_NUM_THREADS={thr} " if thr else "") + papermill_command(run, root, outputs) + "\n")
-        st = {"run_id": run["run_id"], "kind": run["kind"], "notebook": run["notebook"], "status": "running"}
-        write_json(d/"status.json", st)
-        t0, err = time.time(), None
-        saved = os.dup(2)  # the kernel inherits stderr: its chatter goes to the run's kernel.log, not the console
+    P = run_paths(run, root, outputs); d = P["dir"]
+    try:
+        os.chdir(root); os.environ.update(env or {})
+        d.mkdir(parents=True, exist_ok=True)
+        with file_lock(d/".lock"): return _execute_locked(run, root, outputs, P, base, timeout)
+    except Exception as e:   # a file the executor could not write or read (full disk, read-only folder, ...)
+        st = {**base, "status": "error", "error": _err(e, root)}
+        with contextlib.suppress(Exception): write_json(d/"status.json", st)
+        return st
+
+def _execute_locked(run, root, outputs, P, base, timeout) -> dict:
+    import papermill as pm
+    d = P["dir"]
+    if _STOP["at"] is not None: return {**base, "status": "cancelled"}
+    rs = run_state(d, check_lock=False)
+    if rs.done:
+        if rs.status.get("status") != "ok":
+            with contextlib.suppress(OSError): _record_finished(run, d, P, root, outputs, rs.status)   # done either way
+        return {**base, "status": "skipped"}
+    _clear_attempt(d)
+    params = {**run["params"], "out_dir": P["out_dir"]}
+    _write(write_yaml, d/"params.yaml", params)
+    _write(write_json, d/"env.json", capture_env(root))
+    # the thread count the kernel gets (OMP_NUM_THREADS when several jobs share the cores) changes float sums in
+    # the last digits: the printed command sets it too, so that it reproduces the metrics exactly
+    thr = os.environ.get("OMP_NUM_THREADS")
+    _write(atomic_write, d/"command.txt", (f"OMP_NUM_THREADS={thr} " if thr else "") + papermill_command(run, root, outputs) + "\n")
+    st = {**base, "status": "running"}
+    _write(write_json, d/"status.json", st)
+    t0, err, ctrl_c = time.time(), None, False
+    saved = os.dup(2)  # the kernel inherits stderr: its chatter goes to the run's kernel.log, not the console
+    try:
         with open(d/"kernel.log", "ab") as klog:
             os.dup2(klog.fileno(), 2)
-            try:
-                for attempt in (1, 2):   # a kernel that dies while starting (a ZMQ start-up race) gets one more try
-                    err = None
-                    try:
-                        warm = {"kernel_manager_class": warm_kernel_manager()} if os.environ.get("BALDRO_FORK_SERVER") else {}
-                        pm.execute_notebook(P["input"], P["output"], parameters=params, cwd="nbs", kernel_name="python3",
-                                            progress_bar=False, log_output=False, execution_timeout=timeout, **warm)
-                    except pm.PapermillExecutionError as e: err = f"{e.ename}: {e.evalue}"
-                    except Exception as e: err = f"{type(e).__name__}: {e}"
-                    if not (err and KERNEL_START_FAILURE.search(err)): break
-            finally: os.dup2(saved, 2); os.close(saved)
-        st["wall_s"] = round(time.time() - t0, 2)
-        out_nb = root/P["output"]
-        if out_nb.exists(): atomic_write(out_nb, scrub_paths(out_nb.read_text(), root))
-        if err is None and not (d/"metrics.json").exists():
-            err = "the notebook finished without writing metrics.json (its done marker)"
-        st["status"], st["error"] = ("error", scrub_paths(err, root)[:2000]) if err else ("ok", None)
-        if not err: publish_artefacts(run, d, outputs)
-        write_json(d/"status.json", st)
-        return st
+            for attempt in (1, 2):   # a kernel that dies while starting (a ZMQ start-up race) gets one more try
+                err = None
+                try:
+                    pm.execute_notebook(P["input"], P["partial"], parameters=params, cwd="nbs", kernel_name="python3",
+                                        progress_bar=False, log_output=False, execution_timeout=timeout,
+                                        kernel_manager_class=warm_kernel_manager())
+                except pm.PapermillExecutionError as e: err = f"{e.ename}: {e.evalue}"
+                except KeyboardInterrupt: ctrl_c, err = True, "KeyboardInterrupt"; signal_kernels(signal.SIGKILL)
+                except Exception as e: err = f"{type(e).__name__}: {e}"
+                if ctrl_c or _STOP["at"] is not None or not (err and KERNEL_START_FAILURE.search(err)): break
+    finally:
+        os.dup2(saved, 2); os.close(saved); LIVE_KERNELS.clear()
+    st["wall_s"] = round(time.time() - t0, 2)
+    stopped = ctrl_c or _STOP["at"] is not None
+    cut = _promote_notebook(d, P, root)
+    done = run_state(d, check_lock=False)   # status.json still says running: metrics.json decides
+    if err is None and not done.done:
+        err = ("the notebook finished without writing metrics.json (its done marker)" if not done.problems else
+               f"the notebook wrote an unreadable metrics.json: {done.problems[0]}")
+    if err and cut: err = f"{err}; {cut}"
+    if err and stopped:
+        st["status"], st["error"] = "interrupted", f"interrupted (Ctrl-C) after {st['wall_s']:.0f} s; `baldro run` redoes it"
+    else: st["status"], st["error"] = ("error", scrub_paths(err, root)[:2000]) if err else ("ok", None)
+    if not err: publish_artefacts(run, d, outputs)
+    _write(write_json, d/"status.json", st)
+    if ctrl_c: raise KeyboardInterrupt
+    return st
 
 # %% ../nbs/13_execution.ipynb #86d8fb69
 def _flat(v):
     return json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v
 
-def run_row(d: Path) -> dict | None:
-    "The results row of one run folder (None if it neither finished nor failed)."
-    d = Path(d)
-    st = read_json(d/"status.json") if (d/"status.json").exists() else {}
-    done = (d/"metrics.json").exists()
-    if not done and st.get("status") != "error": return None
-    params = read_yaml(d/"params.yaml") if (d/"params.yaml").exists() else {}
+def run_row(d: Path, rs: RunState | None = None) -> dict | None:
+    "The results row of one run folder (None unless `run_state` says done or error)."
+    d = Path(d); rs = rs or run_state(d)
+    if rs.state not in ("done", "error"): return None
+    st, params, done = rs.status, dict(rs.params), rs.done
     params.pop("out_dir", None)
-    metrics = read_json(d/"metrics.json") if done else {}
+    metrics = rs.metrics if done else {}
     row = {**{k: _flat(v) for k, v in params.items()}, **{k: _flat(v) for k, v in metrics.items()}}
     row.update(run_id=d.name, kind=st.get("kind", row.get("kind")), status="ok" if done else "error",
                wall_s=st.get("wall_s"), error=None if done else st.get("error"))
     if row.get("method") is None and row["kind"] == "unlearn": row["method"] = method_label(params)
-    if (d/"method.json").exists():   # the settings the run resolved (defaults included), where params left them out
-        m = read_json(d/"method.json"); hp = m.get("reweighting_hp") or {}
+    m = _load(d/"method.json", read_json, rs.problems)
+    if m:   # the settings the run resolved (defaults included), where params left them out
+        hp = m.get("reweighting_hp") or {}
         resolved = dict(compat=m.get("compat"), direction=hp.get("direction"), pool=hp.get("pool"),
                         beta_dv=hp.get("beta_dv") if m.get("reweighting") == "dv" else None, ratio=hp.get("ratio"))
         for k, v in resolved.items():
             if v is not None and row.get(k) in (None, ""): row[k] = v
     return row
 
-def collect(outputs) -> Path:
-    "Rebuild `<outputs>/results.csv` atomically from the run folders; returns its path."
-    outputs = Path(outputs)
-    rows = [r for d in sorted((outputs/RUNS_DIR).glob("*/")) if (r := run_row(d))]
-    rows.sort(key=lambda r: r["run_id"])
+def failed_row(run: dict, st: dict) -> dict:
+    "The results row of a failed run from its resolved `run` and returned status `st` (for `collect`'s `extra_rows`)."
+    row = {**{k: _flat(v) for k, v in run["params"].items()}, "run_id": run["run_id"], "kind": run["kind"],
+           "status": "error", "wall_s": st.get("wall_s"), "error": st.get("error")}
+    if row.get("method") is None and run["kind"] == "unlearn": row["method"] = method_label(run["params"])
+    return row
+
+def collect(outputs, extra_rows=(), warn: bool = True) -> Path:
+    "Rebuild `<outputs>/results.csv` atomically from the run folders (and `extra_rows`); returns its path."
+    outputs = Path(outputs); rows = {}
+    for d in sorted((outputs/RUNS_DIR).glob("*/")):
+        rs = run_state(d); r = run_row(d, rs)
+        if warn:
+            for p in rs.problems:
+                what = ("run left out of results.csv; `baldro run` redoes it" if rs.state == "corrupt" else "file ignored")
+                print(f"warning: {p} ({what})", file=sys.stderr)
+        if r: rows[r["run_id"]] = r
+    for r in extra_rows: rows.setdefault(r["run_id"], r)
+    rows = [rows[k] for k in sorted(rows)]
     extra = sorted({k for r in rows for k in r} - set(RESULT_COLUMNS))
     cols = [*RESULT_COLUMNS, *extra]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
     for r in rows: w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
-    return atomic_write(outputs/RESULTS_CSV, buf.getvalue())
+    return _write(atomic_write, outputs/RESULTS_CSV, buf.getvalue())
 
 # %% ../nbs/13_execution.ipynb #ce27a132
 def kernel_env(jobs: int) -> dict:
@@ -145,25 +299,40 @@ def kernel_env(jobs: int) -> dict:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
     return env
 
-def _local_levels(levels, root, outputs, jobs, timeout, on_done, warm_kernels: bool = False):
+def _local_levels(levels, root, outputs, jobs, timeout, on_done, warm_kernels: bool = False, stop=None):
     from baldro_nb import execution as X  # pickled by reference: the exported module, not a notebook namespace
+    stop = stop or _Interrupts()
     env = kernel_env(jobs)
     # Linux only: elsewhere forking a process that imported torch is not safe (macOS's Objective-C runtime)
     warm = warm_kernels and sys.platform.startswith("linux") and os.environ.get("BALDRO_WARM_KERNELS") != "0"
     srv = ForkServer(env, cwd=Path(root)/"nbs") if warm else None
-    if srv and srv.ready(): env = {**env, "BALDRO_FORK_SERVER": srv.path}   # not ready in 2 min: cold kernels
+    if srv and srv.ready(cancel=lambda: stop.requested): env = {**env, "BALDRO_FORK_SERVER": srv.path}   # not ready in 2 min: cold kernels
     try:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_die_with_parent) as ex:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=X._worker_init) as ex:
+            stop.pids = lambda: [*list(getattr(ex, "_processes", None) or {}), *([srv.proc.pid] if srv else [])]
             for level in levels:
-                futs = [ex.submit(X.execute_run, r, str(root), str(outputs), env, timeout) for r in level]
-                for f in as_completed(futs): on_done(f.result())
+                if stop.requested: break
+                futs = {ex.submit(X.execute_run, r, str(root), str(outputs), env, timeout): r for r in level}
+                for f in as_completed(futs):
+                    if stop.requested:
+                        for g in futs: g.cancel()            # queued runs never start
+                    r = futs[f]
+                    try: st = f.result()
+                    except CancelledError: continue
+                    except Exception as e:                   # the worker died: its run failed, the grid goes on
+                        if stop.requested: continue          # (a worker hit by the Ctrl-C while it started: not a failure)
+                        st = {"run_id": r["run_id"], "kind": r["kind"], "status": "error",
+                              "error": f"its worker process died ({type(e).__name__}: {e})"}
+                    on_done(st, r)
     finally:
+        stop.pids = lambda: []
         if srv: srv.stop()
 
 def _slurm_levels(levels, root, outputs, jobs, timeout, on_done, cluster="slurm", partition=None, gpus=1,
-                  time_min=240, cpus=None, mem_gb=None):
+                  time_min=240, cpus=None, mem_gb=None, stop=None):
     import submitit
     from baldro_nb import execution as X  # pickled by reference, as above
+    stop = stop or _Interrupts()
     folder = Path(outputs)/"submitit"/"%j"
     ex = submitit.LocalExecutor(folder=folder) if cluster == "local" else submitit.AutoExecutor(folder=folder, cluster="slurm")
     if cluster == "local": ex.update_parameters(timeout_min=int(time_min))
@@ -174,20 +343,89 @@ def _slurm_levels(levels, root, outputs, jobs, timeout, on_done, cluster="slurm"
         ex.update_parameters(**kw)
     env = kernel_env(1)
     for level in levels:
-        jobs_ = [ex.submit(X.execute_run, r, str(root), str(outputs), env, timeout) for r in level]
-        pending = list(jobs_)
+        if stop.requested: break
+        jobs_ = {ex.submit(X.execute_run, r, str(root), str(outputs), env, timeout): r for r in level}
+        pending, t_stop = list(jobs_), None
         while pending:
+            if stop.requested and t_stop is None:             # cancel what runs or waits; give the jobs 15 s to record it
+                t_stop = time.time()
+                for j in pending:
+                    with contextlib.suppress(Exception): j.cancel(check=False)
+            if t_stop is not None and time.time() - t_stop > 15: break
             for j in [j for j in pending if j.done()]:
-                pending.remove(j)
-                try: on_done(j.result())
-                except Exception as e: on_done({"run_id": "?", "status": "error", "error": f"{type(e).__name__}: {e}"})
+                pending.remove(j); r = jobs_[j]
+                try: on_done(j.result(), r)
+                except Exception as e:
+                    if t_stop is None: on_done({"run_id": r["run_id"], "kind": r["kind"], "status": "error", "error": f"{type(e).__name__}: {e}"}, r)
             time.sleep(0.5)
+
+# %% ../nbs/13_execution.ipynb #5a7e0c08
+class RunInterrupted(BaldroError):
+    "`run_grid` stopped by Ctrl-C (or SIGTERM): the interrupted runs are recorded and `results.csv` is current."
+
+class _Interrupts:
+    "The runner's SIGINT/SIGTERM handling while a grid executes: the first stops cleanly (`requested`), the second exits at once."
+    def __init__(self): self.requested, self.pids, self._old = False, (lambda: []), {}
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(s) is not signal.SIG_IGN: self._old[s] = signal.signal(s, self._on_signal)
+        return self
+    def __exit__(self, *exc):
+        for s, h in self._old.items(): signal.signal(s, h)
+        self._old = {}
+    def _send(self, sig):
+        for pid in self.pids():
+            with contextlib.suppress(OSError): os.kill(pid, sig)
+    def _on_signal(self, sig, frame):
+        if self.requested: return self._exit_now()
+        self.requested = True
+        os.write(2, b"\ninterrupted: stopping the grid (the running notebooks are interrupted, nothing new starts); "
+                    b"interrupt again to exit at once\n")
+        self._send(signal.SIGINT)
+    def _exit_now(self):
+        os.write(2, b"second interrupt: exiting now; the runs in flight are redone by the next `baldro run`\n")
+        self._send(signal.SIGUSR2); time.sleep(0.3); self._send(signal.SIGKILL)
+        os._exit(130)
+
+def _mark_interrupted(d: Path) -> bool:
+    "Record as interrupted a run whose worker is gone while its status.json still says running (no whole metrics.json)."
+    rs = run_state(d)
+    if rs.state != "incomplete" or rs.status.get("status") != "running": return False
+    with contextlib.suppress(OSError):
+        write_json(d/"status.json", {**rs.status, "status": "interrupted", "error": "interrupted (Ctrl-C) before its worker could record it"})
+    return True
+
+def _resume_command(params, only) -> str:
+    if not isinstance(params, (str, os.PathLike)): return "run_grid(...) again with the same grid"
+    p = Path(params); p = os.path.relpath(p) if p.is_absolute() and str(p).startswith(os.getcwd()) else str(p)
+    return f"baldro run {p}" + (f" --only '{only}'" if only else "")
+
+def _interrupt_report(todo: list, statuses: list, marked: set, outputs, params, only) -> str:
+    "What an interrupted grid finished, interrupted and never started (run ids of `todo`), and how to resume."
+    by = {s["run_id"]: s["status"] for s in statuses}
+    ok = [r for r in todo if by.get(r) == "ok"]; failed = [r for r in todo if by.get(r) == "error"]
+    stopped = [r for r in todo if by.get(r) == "interrupted" or r in marked]
+    waiting = [r for r in todo if r not in ok and r not in failed and r not in stopped]
+    lines = [f"Interrupted. This call finished {len(ok) + len(failed)} run(s) ({len(ok)} ok, {len(failed)} failed), "
+             f"interrupted {len(stopped)}, never started {len(waiting)}."]
+    fin = ok + failed
+    lines += [f"  finished:    {r}" for r in fin[:10]] + ([f"  finished:    ... and {len(fin) - 10} more"] if len(fin) > 10 else [])
+    lines += [f"  interrupted: {r}" for r in stopped]
+    lines.append(f"results.csv rebuilt: {Path(outputs)/RESULTS_CSV}")
+    lines.append(f"Resume with `{_resume_command(params, only)}`: it redoes the {len(stopped)} interrupted and the {len(waiting)} "
+                 f"never started run(s){f', and retries the {len(failed)} failed' if failed else ''}; finished runs are skipped.")
+    return "\n".join(lines)
 
 # %% ../nbs/13_execution.ipynb #2dec6882
 def _method_note(run: dict, root) -> str:
     "`  -> DrNPO (reference)` for an unlearning run of the real notebook, '' otherwise."
     if run["kind"] != "unlearn" or "training" not in notebook_params(Path(root)/"nbs"/run["notebook"]): return ""
     m = run_method(run, root); return f"  -> {m.name} ({m.compat})"
+
+def _state_note(rs: RunState) -> str:
+    if rs.state == "corrupt": return f"  (corrupt: {rs.problems[0]})"
+    return f"  ({rs.state})" if rs.state in ("error", "interrupted", "running") else ""
 
 def run_grid(params, root=None, outputs=None, jobs: int = 1, executor: str = "local", only: str | None = None,
              dry_run: bool = False, timeout: float | None = None, progress: bool = True, warm_kernels: bool = False,
@@ -203,23 +441,48 @@ def run_grid(params, root=None, outputs=None, jobs: int = 1, executor: str = "lo
         runs = _with_needs(sel, runs)
     validate(runs, root, outputs)
     levels = plan(runs)
-    done = lambda r: (outputs/RUNS_DIR/r["run_id"]/"metrics.json").exists()
+    state = {r["run_id"]: run_state(outputs/RUNS_DIR/r["run_id"]) for lv in levels for r in lv}
+    done = lambda r: state[r["run_id"]].done
     if dry_run:
         for i, lv in enumerate(levels):
-            for r in lv: print(f"[{i}] {'done' if done(r) else 'todo'}  {r['run_id']}{_method_note(r, root)}")
+            for r in lv:
+                print(f"[{i}] {'done' if done(r) else 'todo'}  {r['run_id']}{_method_note(r, root)}{_state_note(state[r['run_id']])}")
         return [{"run_id": r["run_id"], "status": "done" if done(r) else "todo"} for lv in levels for r in lv]
+    for r in [r for lv in levels for r in lv if done(r) and state[r["run_id"]].status.get("status") != "ok"]:
+        try: _record_finished(r, outputs/RUNS_DIR/r["run_id"], run_paths(r, root, outputs), root, outputs, state[r["run_id"]].status)
+        except OSError as e: print(f"warning: could not record the finished run {r['run_id']}: {_err(e, root)}", file=sys.stderr)
     statuses, todo = [], [[r for r in lv if not done(r)] for lv in levels]
+    for r in [r for lv in todo for r in lv if state[r["run_id"]].state == "corrupt"]:
+        print(f"redoing {r['run_id']}: " + "; ".join(state[r["run_id"]].problems), file=sys.stderr)
     n_skip = sum(len(lv) for lv in levels) - sum(len(lv) for lv in todo)
     bar = tqdm(total=sum(len(lv) for lv in todo), desc="runs", unit="run", disable=not progress, file=sys.stdout)
     if n_skip: print(f"{n_skip} run(s) already finished: skipped.")
-    def on_done(st):
-        statuses.append(st); collect(outputs); bar.update(1)
-        if st.get("status") == "error": bar.write(f"FAILED {st['run_id']}: {st.get('error')}")
-    try:
-        if executor == "local": _local_levels(todo, root, outputs, max(1, jobs), timeout, on_done, warm_kernels)
-        elif executor in ("slurm", "submitit-local"):
-            _slurm_levels(todo, root, outputs, jobs, timeout, on_done, cluster="local" if executor == "submitit-local" else "slurm", **slurm)
-        else: raise BaldroError(f"unknown executor {executor!r}. Fix: use local, slurm or submitit-local.")
-    finally: bar.close()
-    collect(outputs)
+    lost, warned = {}, set()   # failed runs whose folder could not record it; results.csv write errors shown
+    def results():
+        try: collect(outputs, lost.values(), warn=False)
+        except OSError as e:
+            if str(e) not in warned: warned.add(str(e)); bar.write(f"warning: could not write results.csv: {_err(e, root)}")
+    def on_done(st, run):
+        if st.get("status") == "cancelled": return
+        statuses.append(st); bar.update(1)
+        if st.get("status") == "error":
+            lost[run["run_id"]] = failed_row(run, st); bar.write(f"FAILED {st['run_id']}: {st.get('error')}")
+        results()
+    with _Interrupts() as stop:   # a second interrupt exits at once until run_grid returns
+        try:
+            if executor == "local": _local_levels(todo, root, outputs, max(1, jobs), timeout, on_done, warm_kernels, stop=stop)
+            elif executor in ("slurm", "submitit-local"):
+                _slurm_levels(todo, root, outputs, jobs, timeout, on_done, cluster="local" if executor == "submitit-local" else "slurm",
+                              stop=stop, **slurm)
+            else: raise BaldroError(f"unknown executor {executor!r}. Fix: use local, slurm or submitit-local.")
+        finally: bar.close()
+        ids = [r["run_id"] for lv in todo for r in lv]
+        marked = {rid for rid in ids if stop.requested and _mark_interrupted(outputs/RUNS_DIR/rid)}
+        try: collect(outputs, lost.values())
+        except OSError as e:
+            raise BaldroError(f"could not write {outputs/RESULTS_CSV}: {_err(e, root)}. Fix: free disk space or make the "
+                              "outputs folder writable, then run `baldro collect` (the run folders hold every result).") from e
+        if stop.requested:
+            print(_interrupt_report(ids, statuses, marked, outputs, params, only), flush=True)
+            raise RunInterrupted(f"interrupted; rerun `{_resume_command(params, only)}` to finish the grid.")
     return statuses

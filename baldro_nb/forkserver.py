@@ -11,7 +11,8 @@ from pathlib import Path
 from .core import atomic_write
 
 # %% auto #0
-__all__ = ['FORK_PRELOAD', 'fork_server_main', 'ForkServer', 'fork_kernel', 'warm_kernel_manager']
+__all__ = ['FORK_PRELOAD', 'LIVE_KERNELS', 'KERNEL_HOOKS', 'fork_server_main', 'ForkServer', 'fork_kernel', 'signal_kernels',
+           'warm_kernel_manager']
 
 # %% ../nbs/12_forkserver.ipynb #ce27a131
 def _die_with_parent():
@@ -27,7 +28,7 @@ FORK_PRELOAD = ("torch", "transformers", "datasets", "baldro_nb.data", "baldro_n
 def _fork_child(srv, conn, req: dict, fds: list[int]):
     "In the forked child: become the kernel papermill asked for (never returns)."
     try:
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL); signal.signal(signal.SIGINT, signal.SIG_DFL)  # ipykernel takes SIGINT over
         srv.close(); conn.close()
         os.setsid(); _die_with_parent()                          # own process group (for interrupts); dies with the server
         nul = os.open(os.devnull, os.O_RDONLY); os.dup2(nul, 0); os.close(nul)
@@ -45,6 +46,7 @@ def fork_server_main(path: str, preload=FORK_PRELOAD):
     "The fork server: import `preload`, listen on the unix socket `path`, fork one kernel per request."
     import importlib, socket
     _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches the whole process group: the runner decides, not the server
     for m in preload:
         try: importlib.import_module(m)
         except Exception as e: print(f"fork server: could not preload {m}: {e}", file=sys.stderr)
@@ -75,9 +77,9 @@ class ForkServer:
         self.proc = subprocess.Popen([sys.executable, "-m", "baldro_nb.forkserver", self.path, *preload],
                                      env={**os.environ, **(env or {})}, cwd=cwd, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL)
-    def ready(self, timeout: float = 120) -> bool:
+    def ready(self, timeout: float = 120, cancel=lambda: False) -> bool:
         t0 = time.time()
-        while time.time() - t0 < timeout and self.proc.poll() is None:
+        while time.time() - t0 < timeout and self.proc.poll() is None and not cancel():
             if Path(self.path + ".ready").exists(): return True
             time.sleep(0.1)
         return Path(self.path + ".ready").exists()
@@ -123,9 +125,28 @@ class _Forked:
     def kill(self): self.send_signal(signal.SIGKILL)
     def terminate(self): self.send_signal(signal.SIGTERM)
 
+LIVE_KERNELS: dict[int, int] = {}   # kernels this process launched: pid -> process group (the caller forgets them)
+KERNEL_HOOKS: list = []              # called with each new kernel's pid, right after it started
+
+def _launched(pid: int | None, pgid: int | None):
+    if not pid: return
+    LIVE_KERNELS[int(pid)] = int(pgid or pid)
+    for hook in list(KERNEL_HOOKS): hook(int(pid))
+
+def signal_kernels(sig) -> int:
+    "Send `sig` to the process group of every kernel in `LIVE_KERNELS` (gone ones are forgotten); returns how many got it."
+    n = 0
+    for pid, pg in list(LIVE_KERNELS.items()):
+        try:
+            if pg != os.getpgrp(): os.killpg(pg, sig)   # the kernel and what it started (DataLoader workers, ...)
+            else: os.kill(pid, sig)                      # never our own group
+            n += 1
+        except (ProcessLookupError, PermissionError): LIVE_KERNELS.pop(pid, None)
+    return n
+
 @lru_cache(None)
 def warm_kernel_manager():
-    "An `AsyncKernelManager` that forks `ipykernel_launcher` kernels from `$BALDRO_FORK_SERVER` (else starts them as usual)."
+    "An `AsyncKernelManager` that forks `ipykernel_launcher` kernels from `$BALDRO_FORK_SERVER` (else starts them as usual) and records them in `LIVE_KERNELS`."
     from jupyter_client.manager import AsyncKernelManager
     class WarmKernelManager(AsyncKernelManager):
         async def _async_launch_kernel(self, kernel_cmd, **kw):
@@ -138,8 +159,11 @@ def warm_kernel_manager():
                     p = self.provisioner
                     p.process = _Forked(pid); p.pid = p.pgid = pid; p.cwd = kw.get("cwd")
                     self._reconcile_connection_info(p.connection_info)
+                    _launched(pid, pid)
                     return
             await super()._async_launch_kernel(kernel_cmd, **kw)
+            p = self.provisioner
+            _launched(getattr(p, "pid", None), getattr(p, "pgid", None))
     return WarmKernelManager
 
 # %% ../nbs/12_forkserver.ipynb #a7f0c10b

@@ -21,8 +21,8 @@ from .vocab import COMPATS, OBJECTIVE_NAMES, REWEIGHTINGS, REWEIGHTING_PARAMS, o
 # %% auto #0
 __all__ = ['PRESETS', 'TRAINING_PRESETS', 'METHOD_PARAMS', 'MethodConfig', 'preset_name', 'resolve_method', 'method_summary',
            'training_preset', 'run_schedule', 'method_from_params', 'RefCache', 'LiveRef', 'ForgetRetainDataset',
-           'cat_batches', 'unlearn_loss', 'UnlearnTrainer', 'forget_set_losses', 'steps_summary', 'initial_losses',
-           'unlearn']
+           'cat_batches', 'unlearn_loss', 'check_finite', 'UnlearnTrainer', 'forget_set_losses', 'steps_summary',
+           'initial_losses', 'unlearn']
 
 # %% ../nbs/07_training.ipynb #f5c0ad1c
 @dataclass
@@ -319,6 +319,25 @@ class _StepLog(TrainerCallback):
         self.tr.step_log.append(line)
         if self.tr.steps_path is not None and state.is_world_process_zero:   # one writer under DDP / ZeRO-3
             with open(self.tr.steps_path, "a") as f: f.write(json.dumps(line) + "\n")
+        check_finite(line, args)
+
+def _all_ranks_any(flag: bool, args) -> bool:
+    "Whether `flag` holds on any rank (one all-reduce under DDP, so that every rank stops together)."
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1): return flag
+    t = torch.tensor([float(flag)], device=args.device); dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+def check_finite(line: dict, args=None):
+    "Stop training (a `BaldroError` naming the step and the losses) once a step's loss is not finite."
+    bad = not math.isfinite(line["loss"])
+    if args is not None: bad = _all_ranks_any(bad, args)
+    if not bad: return
+    lr = getattr(args, "learning_rate", None)
+    parts = ", ".join(f"{k} {line[k]:.4g}" for k in ("forget_loss", "retain_loss") if k in line)
+    raise BaldroError(f"training diverged at step {line['step']}: loss {line['loss']:.4g} ({parts}); the run stops here "
+                      f"instead of training on. Fix: lower lr{f' (it was {lr:g})' if lr is not None else ''}, keep gradient "
+                      "clipping on (max_grad_norm) and warm-up, or use float32 instead of bfloat16.")
 
 class UnlearnTrainer(Trainer):
     "HF `Trainer` for unlearning: `loss = γ·reweight(objective(forget)) + α·retain`, one JSON line per step."
