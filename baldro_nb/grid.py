@@ -136,6 +136,9 @@ KINDS: dict[str, Kind] = {
                         needs=lambda p: _need(p, "model_dir", "retain model",
                                               model_rel(p["model"], retain_stage(p.get("forget_split", "forget01"))))),
     "unlearn": Kind("unlearn", "experiments/unlearn.ipynb", ("model", "method", "seed"), needs=_unlearn_needs),
+    # the decisive miniature: every variant x seed of one model x objective in one notebook (nbs/18_miniature.ipynb)
+    "miniature": Kind("miniature", "experiments/miniature.ipynb", ("model", "objective"), needs=_unlearn_needs,
+                      requires=("model", "objective")),
 }
 
 # %% ../nbs/11_grid.ipynb #9c61929e
@@ -196,6 +199,10 @@ PARAM_SCHEMA: dict[str, Param] = {
     "refresh_every": Param(_I, ge=0, example="1"), "beta": Param(_F, gt=0, example="0.1"), "delta": Param(_F, example="0.0"),
     "beta1": Param(_F, ge=0, example="5.0"), "beta2": Param(_F, ge=0, example="1.0"),
     "gamma": Param(_F, ge=0, example="1.0"), "alpha": Param(_F, ge=0, example="1.0"),
+    # the miniature's rules (nbs/18_miniature.ipynb); `variants`, `seeds` and `lr_grid` are lists, checked by the notebook
+    "max_steps": Param(_I, ge=1, example="60"), "fq_points": Param(_I, ge=1, example="10"), "mu_points": Param(_I, ge=2, example="4"),
+    "overshoot": Param(_F, ge=1, example="1.5"), "mu_floor": Param(_F, ge=0, le=1, example="0.8"),
+    "mu_keep": Param(_F, ge=0, le=1, example="0.95"), "beta_dv_rule": Param(_S, choices=("spread", "preset")),
 }
 
 def _show(v) -> str:

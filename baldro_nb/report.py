@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_report.ipynb #082364df
 from __future__ import annotations
-import argparse, html, os, re, tempfile
+import argparse, html, math, os, re, tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,8 @@ from .tables import per_sample_probs, reference_points, epoch_table, weights_tab
 
 # %% auto #0
 __all__ = ['FIG_DPI', 'new_figure', 'save_fig', 'placeholder_figure', 'fig_fq_mu', 'fig_bars', 'fig_epochs', 'fig_weights',
-           'fig_trajectories', 'commands_html', 'report_template', 'notebook_to_html', 'build_report', 'main']
+           'fig_trajectories', 'fig_mini_forest', 'fig_mini_fq_steps', 'fig_mini_fq_mu', 'fig_mini_samples',
+           'commands_html', 'report_template', 'notebook_to_html', 'build_report', 'main']
 
 # %% ../nbs/16_report.ipynb #e2bcfd05
 FIG_DPI = 100
@@ -198,6 +199,88 @@ def fig_trajectories(results_csv, runs_dir, fig_dir, name="forget_trajectories",
         axs[i, 0].set_ylabel("forget-sample probability")
     for ax in axs[-1]: ax.set_xlabel("epoch")
     fig.suptitle(f"{m}: colour = rank after epoch 1 (purple = forgotten first)", fontsize=10)
+    return save_fig(fig, fig_dir, name)
+
+# %% ../nbs/16_report.ipynb #c3d1e202
+_VERDICT_COLOR = {"gain": "#2ca02c", "loss": "#d62728", "no detectable difference": "#7f7f7f", "not enough pairs": "#c7c7c7"}
+_MINI_COLORS = {"base": "#1f77b4", "BalDRO-DV": "#d62728", "BalDRO-DV-softmax": "#ff7f0e", "BalDRO-G": "#2ca02c",
+                "BalDRO-DV-forget_set": "#9467bd"}
+
+def _mini_color(v): return _MINI_COLORS.get(v, "#8c564b")
+
+def fig_mini_forest(cmp: pd.DataFrame, fig_dir, name="mini_paired") -> Path:
+    "Paired Δ log10 FQ (variant − base, same seed) with its 95 % bootstrap interval, one line per comparison."
+    if not len(cmp) or "Δ log10 FQ" not in cmp: return placeholder_figure(fig_dir, name, "Paired comparisons: no miniature run has finished.")
+    c = cmp.dropna(subset=["Δ log10 FQ"]).reset_index(drop=True)
+    fig, axs = new_figure(8.0, 0.8 + 0.28*len(c)); ax = axs[0, 0]
+    for i, r in c.iterrows():
+        y = len(c) - 1 - i; col = _VERDICT_COLOR.get(r.get("verdict"), "#000")
+        if np.isfinite(r["Δ log10 FQ lo"]): ax.plot([r["Δ log10 FQ lo"], r["Δ log10 FQ hi"]], [y, y], color=col, lw=2)
+        ax.plot([r["Δ log10 FQ"]], [y], "o", color=col)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(range(len(c))); ax.set_yticklabels([f"{r.model} {r.objective} {r.variant}" for r in c.iloc[::-1].itertuples()], fontsize=8)
+    ax.set_xlabel("Δ log10 forget quality (variant − base, paired by seed), 95 % bootstrap interval"); ax.grid(True, axis="x", alpha=0.3)
+    for k, col in _VERDICT_COLOR.items(): ax.plot([], [], color=col, lw=2, label=k)
+    ax.legend(fontsize=7, loc="lower right")
+    return save_fig(fig, fig_dir, name)
+
+def _panels(n, w=3.6, h=2.8, ncols=4, **kw):
+    nc = min(ncols, n); nr = int(math.ceil(n / nc))
+    fig, axs = new_figure(w*nc, h*nr, nr, nc, **kw)
+    for k in range(n, nr*nc): axs.flat[k].set_axis_off()
+    return fig, axs
+
+def fig_mini_fq_steps(tj: pd.DataFrame, fig_dir, model: str | None = None, name="mini_fq_steps") -> Path:
+    "Forget quality along the steps, per objective (one model): thin lines = seeds, thick = median over seeds."
+    if not len(tj): return placeholder_figure(fig_dir, name, "Forget quality along the run: no miniature run has finished.")
+    m = model or tj.model.value_counts().idxmax(); t = tj[tj.model == m]; objs = sorted(t.objective.unique())
+    fig, axs = _panels(len(objs))
+    for ax, o in zip(axs.flat, objs):
+        g = t[t.objective == o]
+        for v, gv in g.groupby("variant"):
+            for _, gs in gv.groupby("seed"): ax.plot(gs.step, gs.forget_quality.clip(lower=1e-6), color=_mini_color(v), lw=0.5, alpha=0.35)
+            med = gv.groupby("step").forget_quality.median()
+            ax.plot(med.index, med.clip(lower=1e-6), color=_mini_color(v), lw=2, label=v)
+        ax.set_yscale("log"); ax.set_title(f"{m} {o}", fontsize=9); ax.set_xlabel("optimizer step"); ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=6)
+    axs.flat[0].set_ylabel("forget quality")
+    return save_fig(fig, fig_dir, name)
+
+def fig_mini_fq_mu(tj: pd.DataFrame, fig_dir, model: str | None = None, name="mini_fq_mu") -> Path:
+    "Forget quality against model utility at the utility points (median over seeds per step), per objective."
+    t = tj[tj.model_utility.notna()] if len(tj) else tj
+    if not len(t): return placeholder_figure(fig_dir, name, "FQ vs MU along the run: no miniature run has finished.")
+    m = model or t.model.value_counts().idxmax(); t = t[t.model == m]; objs = sorted(t.objective.unique())
+    fig, axs = _panels(len(objs))
+    for ax, o in zip(axs.flat, objs):
+        for v, gv in t[t.objective == o].groupby("variant"):
+            med = gv.groupby("step")[["model_utility", "forget_quality"]].median()
+            ax.plot(med.model_utility, med.forget_quality.clip(lower=1e-6), "-o", ms=3, color=_mini_color(v), label=v)
+        ax.set_yscale("log"); ax.set_title(f"{m} {o}", fontsize=9); ax.set_xlabel("model utility"); ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=6)
+    axs.flat[0].set_ylabel("forget quality")
+    return save_fig(fig, fig_dir, name)
+
+def fig_mini_samples(ps: pd.DataFrame, fig_dir, model: str | None = None, objectives=("NPO", "WGA", "TNPO"),
+                     variants=("base", "BalDRO-DV", "BalDRO-DV-softmax"), name="mini_samples") -> Path:
+    "Each forget sample's probability along the run (first seed), base vs DV softmin vs DV softmax, per objective."
+    if not len(ps): return placeholder_figure(fig_dir, name, "Per-sample trajectories: no miniature run has finished.")
+    m = model or ps.model.value_counts().idxmax(); p = ps[ps.model == m]
+    objs = [o for o in objectives if o in set(p.objective)]
+    if not objs: return placeholder_figure(fig_dir, name, f"Per-sample trajectories: none of {list(objectives)} ran on {m}.")
+    fig, axs = new_figure(3.6*len(variants), 2.6*len(objs), len(objs), len(variants), sharey=True)
+    for i, o in enumerate(objs):
+        for j, v in enumerate(variants):
+            ax = axs[i, j]; g = p[(p.objective == o) & (p.variant == v)]
+            if not len(g): ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)
+            else:
+                g = g[g.seed == g.seed.min()]; w = g.pivot_table(index="step", columns="row", values="prob")
+                for c in w.columns: ax.plot(w.index, w[c].clip(lower=1e-8), color=_mini_color(v), lw=0.6, alpha=0.5)
+                ax.plot(w.index, w.median(axis=1).clip(lower=1e-8), color="black", lw=2)
+                ax.set_title(f"{o} {v}: sd log10 p at end {np.std(np.log10(w.iloc[-1].clip(lower=1e-30))):.2f}", fontsize=8)
+            ax.set_yscale("log"); ax.grid(True, alpha=0.3)
+        axs[i, 0].set_ylabel("forget-sample probability")
+    for ax in axs[-1]: ax.set_xlabel("optimizer step")
     return save_fig(fig, fig_dir, name)
 
 # %% ../nbs/16_report.ipynb #6b2c0d03

@@ -11,13 +11,16 @@ import numpy as np
 import pandas as pd
 
 from .core import check, read_json, read_yaml
-from .vocab import RESULT_COLUMNS, NUMERIC_COLUMNS, VARIANT_LABELS
+from .vocab import (RESULT_COLUMNS, NUMERIC_COLUMNS, VARIANT_LABELS, BASE_VARIANT, ENDPOINT_COLUMNS, TRAJECTORY_COLUMNS,
+                             MINI_ENDPOINTS, MINI_TRAJECTORY, MINI_SAMPLES, MINI_CALIBRATION, variant_label)
 from .grid import load_runs
 
 # %% auto #0
-__all__ = ['BASE', 'DV', 'GROUP', 'VARIANTS', 'AUDIT', 'load_results', 'row_role', 'variant_of', 'annotate', 'main_runs',
-           'epoch_summaries', 'per_sample_probs', 'read_steps', 'gib_column', 'method_table', 'compare_variants',
-           'study_answers', 'expected_run_ids', 'missing_runs', 'missing_markdown', 'reference_points', 'epoch_table',
+__all__ = ['BASE', 'DV', 'GROUP', 'VARIANTS', 'PAIRED_ENDPOINTS', 'AUDIT', 'load_results', 'row_role', 'variant_of', 'annotate',
+           'main_runs', 'epoch_summaries', 'per_sample_probs', 'read_steps', 'gib_column', 'method_table',
+           'compare_variants', 'bootstrap_ci', 'detectable_effect', 'interval_verdict', 'endpoints_from_results',
+           'paired_comparisons', 'positive_control', 'answers_markdown', 'study_answers', 'load_miniature',
+           'regime_table', 'expected_run_ids', 'missing_runs', 'missing_markdown', 'reference_points', 'epoch_table',
            'weight_config', 'weights_table', 'asynchrony_table', 'audit_pairs', 'audit_table', 'reproduce_commands']
 
 # %% ../nbs/15_tables.ipynb #e860d0f8
@@ -161,54 +164,180 @@ def method_table(df: pd.DataFrame) -> pd.DataFrame:
     return t.sort_values(["model", "objective", "variant"]).reset_index(drop=True)
 
 # %% ../nbs/15_tables.ipynb #37fc8ab4
-def compare_variants(df: pd.DataFrame, fq_tol: float = 1.05, mu_tol: float = 0.02) -> pd.DataFrame:
-    "One row per (model, objective, BalDRO variant) present with its base: FQ ratio, MU change, outcome."
+def compare_variants(df: pd.DataFrame) -> pd.DataFrame:
+    "One row per (model, objective, BalDRO variant) present with its base: seed means of FQ and MU side by side (descriptive; no verdict)."
     t = method_table(df); rows = []
     for (m, o), g in t.groupby(["model", "objective"], sort=True, observed=True):
         b = g[g.variant == BASE]
         if not len(b): continue
         b = b.iloc[0]
         for _, r in g[g.variant != BASE].iterrows():
-            ratio = r.fq_mean/b.fq_mean if b.fq_mean > 0 else np.nan
-            dmu = r.mu_mean - b.mu_mean
-            out = ("tie" if not np.isfinite(ratio) else "gain" if ratio > fq_tol and dmu >= -mu_tol
-                   else "loss" if ratio < 1/fq_tol or dmu < -mu_tol else "tie")
             rows.append({"model": m, "objective": o, "variant": str(r.variant), "fq_base": b.fq_mean, "fq_variant": r.fq_mean,
-                         "fq_ratio": ratio, "mu_base": b.mu_mean, "mu_variant": r.mu_mean, "mu_change": dmu, "outcome": out})
+                         "fq_ratio": r.fq_mean/b.fq_mean if b.fq_mean > 0 else np.nan, "mu_base": b.mu_mean,
+                         "mu_variant": r.mu_mean, "mu_change": r.mu_mean - b.mu_mean})
     return pd.DataFrame(rows, columns=["model", "objective", "variant", "fq_base", "fq_variant", "fq_ratio", "mu_base",
-                                       "mu_variant", "mu_change", "outcome"])
+                                       "mu_variant", "mu_change"])
 
-def _verdict(outs) -> str:
-    n, g, l = len(outs), sum(o == "gain" for o in outs), sum(o == "loss" for o in outs)
-    if n == 0: return "not run"
-    return "yes" if g == n else "no" if g == 0 else "mixed"
+# %% ../nbs/15_tables.ipynb #c3d1e102
+def bootstrap_ci(x, level: float = 0.95, n_boot: int = 20000, seed: int = 0, expand: bool = True) -> tuple[float, float, float]:
+    "(mean, lo, hi) of `x`: the percentile bootstrap interval of the mean (deviations scaled by √(n/(n−1)) when `expand`); NaNs dropped."
+    x = np.asarray(x, dtype=np.float64); x = x[np.isfinite(x)]; n = len(x)
+    if n == 0: return (np.nan, np.nan, np.nan)
+    m = float(x.mean())
+    if n < 2: return (m, np.nan, np.nan)
+    means = x[np.random.default_rng(seed).integers(0, n, size=(n_boot, n))].mean(1)
+    if expand: means = m + math.sqrt(n / (n - 1)) * (means - m)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return (m, float(lo), float(hi))
 
-def study_answers(df: pd.DataFrame, paper_objectives=("NPO", "SimNPO", "SatImp"), **kw) -> str:
-    "Markdown: a short answer to each study question, computed from the table."
-    c = compare_variants(df, **kw)
-    if not len(c): return ("**No comparison yet**: the table has no objective with both its base run and a BalDRO run "
-                           "finished. The answers appear here once such runs are in `results.csv`.")
-    def line(g):
-        parts = []
-        for v in (DV, GROUP):
-            s = g[g.variant == v]
-            if len(s): parts.append(f"{v} gains on {int((s.outcome == 'gain').sum())}/{len(s)} "
-                                    f"(median FQ ×{np.nanmedian(s.fq_ratio):.2g}, median MU {np.nanmedian(s.mu_change):+.3f})")
-        return "; ".join(parts)
-    new = [o for o in sorted(c.objective.unique()) if o not in paper_objectives]
-    out = ["### Do BalDRO's gains transfer to other objectives?"]
-    for o in sorted(c.objective.unique()):
-        g = c[c.objective == o]
-        tag = " (objective not in the paper)" if o in new else " (paper objective)"
-        out.append(f"- **{o}**{tag}: **{_verdict(list(g.outcome))}** — {line(g)} (model × variant pairs).")
-    out.append("\n### Do they hold across models?")
-    for m in sorted(c.model.unique()):
-        g = c[c.model == m]
-        out.append(f"- **{m}**: **{_verdict(list(g.outcome))}** — {line(g)} (objective × variant pairs).")
-    out.append(f"\n*Gain* = seed-mean forget quality higher by more than ×{kw.get('fq_tol', 1.05)} with model utility "
-               f"down by at most {kw.get('mu_tol', 0.02)}; *yes* = gain in every pair, *no* = in none, *mixed* otherwise. "
-               "Forget quality is a KS p-value on a lattice (one forget sample moves it ×1.5–2.5): read small ratios as ties.")
+def detectable_effect(d, level: float = 0.95, power: float = 0.8) -> float:
+    "Smallest mean paired difference a two-sided test at `level` detects with `power`: (t_(1-α/2) + t_power)·s_d/√n."
+    from scipy.stats import t
+    d = np.asarray(d, dtype=np.float64); d = d[np.isfinite(d)]; n = len(d)
+    if n < 2: return np.nan
+    return float((t.ppf(1 - (1 - level) / 2, n - 1) + t.ppf(power, n - 1)) * d.std(ddof=1) / math.sqrt(n))
+
+def interval_verdict(lo, hi, higher_is_better: bool = True) -> str:
+    "'gain' / 'loss' when the interval excludes 0, else 'no detectable difference' (NaN interval: 'not enough pairs')."
+    if not (np.isfinite(lo) and np.isfinite(hi)): return "not enough pairs"
+    if lo > 0: return "gain" if higher_is_better else "loss"
+    if hi < 0: return "loss" if higher_is_better else "gain"
+    return "no detectable difference"
+
+# %% ../nbs/15_tables.ipynb #c3d1e106
+PAIRED_ENDPOINTS = {"log10_fq_primary": ("Δ log10 FQ", True), "ks_d_primary": ("Δ KS D", False),
+                    "mu_primary": ("Δ MU", True), "forget_truth_ratio_primary": ("Δ forget TR", True)}
+
+def endpoints_from_results(df: pd.DataFrame) -> pd.DataFrame:
+    "An endpoint table from results.csv rows of unlearning runs (final evaluation; no KS D)."
+    a = _ok(annotate(df)); a = a[a.role == "unlearn"]
+    if not len(a): return pd.DataFrame(columns=ENDPOINT_COLUMNS)
+    num = lambda c: pd.to_numeric(a[c], errors="coerce").values if c in a else np.full(len(a), np.nan)
+    fq = pd.to_numeric(a.forget_quality, errors="coerce")
+    return pd.DataFrame({"model": a.model.values, "objective": a.objective.values, "seed": a.seed.values,
+        "variant": [variant_label({**r, "reweighting": "mean"}) if variant_of(r) == BASE else variant_label(r)
+                    for r in a.to_dict("records")], "fq_primary": fq.values,
+        "log10_fq_primary": np.log10(fq.clip(lower=1e-300)).values, "ks_d_primary": np.nan,
+        "forget_truth_ratio_primary": num("forget_truth_ratio"), "mu_primary": num("model_utility"),
+        "min_ess_frac": num("min_ess_frac")})
+
+def paired_comparisons(ep: pd.DataFrame, base: str = BASE_VARIANT, **boot) -> pd.DataFrame:
+    "Per (model, objective, variant ≠ base): pairs, mean paired difference with its 95 % bootstrap CI per endpoint, verdict on the primary."
+    rows = []
+    if not len(ep): return pd.DataFrame(rows)
+    for (m, o), g in ep.groupby(["model", "objective"], sort=True):
+        b = g[g.variant == base].drop_duplicates("seed").set_index("seed")
+        for v in sorted(set(g.variant) - {base}):
+            t = g[g.variant == v].drop_duplicates("seed").set_index("seed")
+            seeds = sorted(set(b.index) & set(t.index))
+            r = {"model": m, "objective": o, "variant": v, "n_pairs": len(seeds)}
+            for col, (name, hib) in PAIRED_ENDPOINTS.items():
+                if col not in g: continue
+                d = (pd.to_numeric(t.loc[seeds, col], errors="coerce") - pd.to_numeric(b.loc[seeds, col], errors="coerce")).to_numpy(float)
+                if not np.isfinite(d).any(): continue
+                mean, lo, hi = bootstrap_ci(d, **boot)
+                r.update({name: mean, f"{name} lo": lo, f"{name} hi": hi})
+                if col == "log10_fq_primary":
+                    r["verdict"] = interval_verdict(lo, hi, hib); r["detectable Δ log10 FQ"] = detectable_effect(d)
+            if "min_ess_frac" in t: r["min ESS/B"] = float(pd.to_numeric(t.loc[seeds, "min_ess_frac"], errors="coerce").max()) if seeds else np.nan
+            rows.append(r)
+    return pd.DataFrame(rows)
+
+# %% ../nbs/15_tables.ipynb #c3d1e110
+def positive_control(ep: pd.DataFrame, model: str | None = None, better: str = "NPO", worse: str = "GradAscent",
+                     col: str = "mu_matched", **boot) -> dict:
+    "Paired (by seed) difference of `col` between the base runs of `better` and `worse`: n, mean, lo, hi, reproduced."
+    e = ep[ep.variant == BASE_VARIANT] if len(ep) else ep
+    if model is not None and len(e): e = e[e.model == model]
+    out = dict(model=model, better=better, worse=worse, endpoint=col, n_pairs=0, mean=np.nan, lo=np.nan, hi=np.nan, reproduced=None)
+    if not len(e) or col not in e: return out
+    b = e[e.objective == better].drop_duplicates(["model", "seed"]).set_index(["model", "seed"])[col]
+    w = e[e.objective == worse].drop_duplicates(["model", "seed"]).set_index(["model", "seed"])[col]
+    keys = sorted(set(b.index) & set(w.index))
+    if not keys: return out
+    d = pd.to_numeric(b.loc[keys], errors="coerce").to_numpy(float) - pd.to_numeric(w.loc[keys], errors="coerce").to_numpy(float)
+    m, lo, hi = bootstrap_ci(d, **boot)
+    return {**out, "n_pairs": len(keys), "mean": m, "lo": lo, "hi": hi, "reproduced": bool(np.isfinite(lo) and lo > 0)}
+
+# %% ../nbs/15_tables.ipynb #c3d1e113
+def _ci(r, name, digits=2) -> str:
+    return f"{r[name]:+.{digits}f} [{r[name + ' lo']:+.{digits}f}, {r[name + ' hi']:+.{digits}f}]"
+
+def _pair_line(r) -> str:
+    v = r.get("verdict", "not enough pairs"); s = f"**{v}**"
+    if "Δ log10 FQ" in r and np.isfinite(r["Δ log10 FQ"]): s += f": Δ log10 FQ {_ci(r, 'Δ log10 FQ')}"
+    if v == "no detectable difference" and np.isfinite(r.get("detectable Δ log10 FQ", np.nan)):
+        s += f" (the design detects |Δ| ≥ {r['detectable Δ log10 FQ']:.2f})"
+    if "Δ MU" in r and np.isfinite(r.get("Δ MU lo", np.nan)): s += f"; Δ MU {_ci(r, 'Δ MU', 3)}"
+    if np.isfinite(r.get("min ESS/B", np.nan)): s += f"; min ESS/B ≤ {r['min ESS/B']:.2f}"
+    return s + f" ({int(r['n_pairs'])} paired seeds)"
+
+def answers_markdown(cmp: pd.DataFrame, control: dict | None = None, transfer_model: str | None = None,
+                     paper_objectives=("NPO", "SimNPO", "SatImp"), question_objectives=("NPO", "WGA", "TNPO")) -> str:
+    "Markdown answers to the study's questions from `paired_comparisons` (and the positive control), intervals only."
+    out = []
+    if control is not None:
+        c = control
+        if not c["n_pairs"]: out.append(f"**Positive control** ({c['better']} vs {c['worse']} at matched forgetting): not run.")
+        else:
+            word = "reproduced" if c["reproduced"] else "**not reproduced**: the miniature may be unable to detect effects of this size"
+            out.append(f"**Positive control** — at matched forgetting {c['better']} keeps more model utility than {c['worse']}: "
+                       f"ΔMU {c['mean']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}] over {c['n_pairs']} paired seeds: {word}.")
+    if not len(cmp):
+        return "\n\n".join(out + ["**No comparison yet**: no objective has both its base runs and BalDRO runs of the same seeds finished."])
+    tm = transfer_model or cmp.model.value_counts().idxmax()
+    out.append(f"### 1. Does BalDRO's gain transfer to other objectives? ({tm})")
+    t = cmp[cmp.model == tm]
+    for o in sorted(t.objective.unique(), key=lambda o: (o not in question_objectives, o)):
+        tag = "paper objective" if o in paper_objectives else "not in the paper"
+        for _, r in t[t.objective == o].iterrows(): out.append(f"- **{r['variant']}+{o}** ({tag}): {_pair_line(r)}")
+    out.append("\n### 2. Does it hold across models?")
+    a = cmp[cmp.variant == "BalDRO-DV"]
+    for o in sorted(a.objective.unique()):
+        for _, r in a[a.objective == o].sort_values("model").iterrows(): out.append(f"- **{o}, {r['model']}**: {_pair_line(r)}")
+    out.append("\n*Endpoint*: the primary endpoint of each run (log10 forget quality; see the method section), paired by seed. "
+               "A verdict word appears only when the 95 % bootstrap interval of the paired difference excludes 0; "
+               "otherwise the line says *no detectable difference* and the smallest effect this design could detect.")
     return "\n".join(out)
+
+def study_answers(df: pd.DataFrame, endpoints: pd.DataFrame | None = None, control: dict | None = None, **kw) -> str:
+    "The report's answers: from the miniature's endpoint table when given, else from results.csv's unlearning runs."
+    ep = endpoints if endpoints is not None and len(endpoints) else endpoints_from_results(df)
+    return answers_markdown(paired_comparisons(ep), control, **kw)
+
+# %% ../nbs/15_tables.ipynb #c3d1e121
+def load_miniature(runs_dir) -> dict:
+    "{'endpoints', 'trajectory', 'per_sample', 'calibration'}: DataFrames from every finished `miniature__*` run folder."
+    out = {k: [] for k in ("endpoints", "trajectory", "per_sample", "calibration")}
+    files = {"endpoints": (MINI_ENDPOINTS, ENDPOINT_COLUMNS), "trajectory": (MINI_TRAJECTORY, TRAJECTORY_COLUMNS), "per_sample": (MINI_SAMPLES, None)}
+    for d in sorted(Path(runs_dir).glob("miniature__*")) if Path(runs_dir).exists() else []:
+        try: m = read_json(d/"metrics.json")
+        except Exception: continue   # not finished (or corrupt): not in the tables
+        for k, (f, _) in files.items():
+            if (d/f).exists() and (d/f).stat().st_size: out[k].append(pd.read_csv(d/f))
+        if (d/MINI_CALIBRATION).exists():
+            c = read_json(d/MINI_CALIBRATION)
+            out["calibration"].append(pd.DataFrame([{"model": m.get("model"), "objective": m.get("objective"), "lr": c.get("lr"),
+                "n_steps": c.get("n_steps"), "beta_dv": c.get("beta_dv"), "loss_spread": c.get("loss_spread"),
+                "target_mu": c.get("target_mu"), "retain_forget_prob": c.get("retain_forget_prob"), "lr_rule": c.get("lr_rule")}]))
+    res = {}
+    for k, parts in out.items():
+        cols = files[k][1] if k in files else None
+        res[k] = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(cols or []))
+    return res
+
+def regime_table(ep: pd.DataFrame) -> pd.DataFrame:
+    "Per (model, objective, variant): seeds, how many reached forgetting, how many peaked before the last step, stop reasons, medians."
+    if not len(ep): return pd.DataFrame(columns=["model", "objective", "variant", "seeds", "forgotten", "peak inside", "in regime", "stop", "median FQ primary", "median FQ peak", "median min ESS/B"])
+    rows = []
+    for (m, o, v), g in ep.groupby(["model", "objective", "variant"], sort=True):
+        forgot = g.forgotten_step.notna(); inside = pd.to_numeric(g.fq_peak_step) < pd.to_numeric(g.n_steps)
+        rows.append({"model": m, "objective": o, "variant": v, "seeds": len(g), "forgotten": int(forgot.sum()),
+                     "peak inside": int(inside.sum()), "in regime": int((forgot | inside).sum()),
+                     "stop": ", ".join(f"{k} {n}" for k, n in g.stop_reason.value_counts().items()),
+                     "median FQ primary": float(g.fq_primary.median()), "median FQ peak": float(g.fq_peak.median()),
+                     "median min ESS/B": float(pd.to_numeric(g.min_ess_frac, errors="coerce").median()) if g.min_ess_frac.notna().any() else np.nan})
+    return pd.DataFrame(rows)
 
 # %% ../nbs/15_tables.ipynb #b24a8770
 def expected_run_ids(expected) -> list[str] | None:

@@ -13,8 +13,9 @@ __all__ = ['FORGET_PCTS', 'FORGET_SPLITS', 'STAGES', 'DATA_DIR', 'MODELS_DIR', '
            'REPORT_DIR', 'RESULTS_CSV', 'TOFU_HUB_ID', 'OBJECTIVE_NAMES', 'UNITS', 'DIRECTIONS', 'POOLS', 'COMPATS',
            'REWEIGHTING_PARAMS', 'REWEIGHTINGS', 'VARIANT_LABELS', 'REAL_MODELS', 'TINY_MODELS', 'MODEL_NAMES',
            'DTYPES', 'ATTN_IMPLEMENTATIONS', 'MODEL_UTILITY_KEYS', 'MIA_ATTACKS', 'NUMERIC_COLUMNS', 'RESULT_COLUMNS',
-           'split_pairing', 'retain_stage', 'model_rel', 'retain_log_rel', 'run_rel', 'parse_source', 'objective_key',
-           'method_label']
+           'BASE_VARIANT', 'MINI_ENDPOINTS', 'MINI_TRAJECTORY', 'MINI_SAMPLES', 'MINI_CALIBRATION', 'MINI_KEYS',
+           'TRAJECTORY_COLUMNS', 'ENDPOINT_COLUMNS', 'split_pairing', 'retain_stage', 'model_rel', 'retain_log_rel',
+           'run_rel', 'parse_source', 'objective_key', 'method_label', 'variant_label']
 
 # %% ../nbs/01_vocab.ipynb #a407a003
 FORGET_PCTS = (1, 5, 10)
@@ -120,3 +121,18 @@ NUMERIC_COLUMNS = ("forget_quality", "model_utility", "gibberish_clean_prob", "g
                    *MIA_ATTACKS, "min_ess_frac", "wall_s")
 RESULT_COLUMNS = ("run_id", "kind", "model", "method", "objective", "reweighting", "direction", "pool", "compat", "seed",
                   "forget_split", "status", *NUMERIC_COLUMNS[:-1], "wall_s", "error")
+
+# %% ../nbs/01_vocab.ipynb #c3d1e002
+BASE_VARIANT = "base"
+MINI_ENDPOINTS, MINI_TRAJECTORY, MINI_SAMPLES, MINI_CALIBRATION = "endpoints.csv", "trajectory.csv", "per_sample.csv", "calibration.json"
+MINI_KEYS = ("model", "objective", "variant", "seed")
+TRAJECTORY_COLUMNS = (*MINI_KEYS, "step", "forget_quality", "ks_d", "forget_truth_ratio", "forget_log10_tr",
+                      "forget_Q_A_Prob", "model_utility", "gibberish_clean_prob", "ess_frac")
+ENDPOINT_COLUMNS = (*MINI_KEYS, "reweighting", "direction", "lr", "beta_dv", "n_steps", "primary_step", "fq_primary",
+                    "log10_fq_primary", "ks_d_primary", "forget_truth_ratio_primary", "mu_primary", "fq_peak", "fq_peak_step",
+                    "forgotten_step", "mu_matched", "mu_final", "gibberish_final", "stop_reason", "min_ess_frac", "train_s")
+
+def variant_label(p: dict) -> str:
+    "The variant of an unlearning run's parameters: `base`, `BalDRO-DV`, `BalDRO-DV-softmax`, `BalDRO-G`, ..."
+    lbl = method_label({**p, "objective": "_"})
+    return BASE_VARIANT if lbl == "_" else lbl.removesuffix("+_")

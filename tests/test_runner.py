@@ -208,7 +208,7 @@ def test_shipped_params_expand_and_name_known_things(name):
             assert declared and not set(r["params"]) - set(declared), (r["run_id"], set(r["params"]) - set(declared))
 
 
-@pytest.mark.parametrize("name", ["unlearn", "retain_eval", "finetune"])
+@pytest.mark.parametrize("name", ["unlearn", "retain_eval", "finetune", "miniature"])
 def test_experiment_parameters_cells_parse_completely(name):
     "papermill silently drops a parameter whose line it cannot parse (e.g. a '=' in its comment): count them."
     nbp = ROOT/"nbs/experiments"/f"{name}.ipynb"
