@@ -1,7 +1,7 @@
 """The HTML report, end to end: built from a synthetic, schema-true study with papermill + nbconvert, opened in headless
 Chromium (Chrome DevTools protocol over a pipe: no extra Python package), checked for loaded images, hidden inputs and
 console errors; built twice for byte-identical figures; built from empty and partial tables."""
-import hashlib, json, os, select, shutil, subprocess, tempfile, time
+import hashlib, json, os, shutil, tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,8 @@ from baldro_nb.core import outputs_dir
 from baldro_nb.report import build_report
 from baldro_nb.tables import load_results
 from baldro_nb.testing import make_synthetic_study
+
+from _cdp import Chromium, require_chrome   # tests/_cdp.py: the shared CDP client
 
 FIGURES = ("fq_vs_mu", "bars_by_objective", "per_epoch", "dro_weights", "forget_trajectories")
 SHOT_DIR = outputs_dir()/"_test"/"report"
@@ -32,72 +34,6 @@ def built(study, tmp_path_factory):
     return build_report(csv, runs, out)
 
 
-# ---------------------------------------------------------------- Chrome DevTools protocol over --remote-debugging-pipe
-class Chromium:
-    "Minimal CDP client: Chromium reads commands on fd 3 and writes replies/events on fd 4, NUL-separated JSON."
-    FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--hide-scrollbars", "--remote-debugging-pipe"]
-
-    def __init__(self, exe, profile):
-        cmd_r, self._cmd_w = os.pipe(); self._ev_r, ev_w = os.pipe()
-        def child():
-            a, b = os.dup(cmd_r), os.dup(ev_w)       # move out of the way before taking 3 and 4
-            os.dup2(a, 3); os.dup2(b, 4)
-        self.proc = subprocess.Popen([exe, *self.FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                                     preexec_fn=child, pass_fds=(3, 4), stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        os.close(cmd_r); os.close(ev_w)
-        self._buf, self._id, self.events = b"", 0, []
-
-    def _read(self, timeout):
-        while b"\0" not in self._buf:
-            r, _, _ = select.select([self._ev_r], [], [], timeout)
-            if not r: raise TimeoutError("no message from chromium")
-            chunk = os.read(self._ev_r, 1 << 20)
-            if not chunk: raise RuntimeError("chromium closed the pipe")
-            self._buf += chunk
-        msg, self._buf = self._buf.split(b"\0", 1)
-        return json.loads(msg)
-
-    def send(self, method, params=None, session=None, timeout=60):
-        self._id += 1; mid = self._id
-        m = {"id": mid, "method": method, "params": params or {}}
-        if session: m["sessionId"] = session
-        os.write(self._cmd_w, json.dumps(m).encode() + b"\0")
-        end = time.time() + timeout
-        while True:
-            r = self._read(max(0.1, end - time.time()))
-            if r.get("id") == mid:
-                if "error" in r: raise RuntimeError(f"{method}: {r['error']}")
-                return r.get("result", {})
-            self.events.append(r)
-
-    def wait_event(self, method, timeout=60):
-        for e in self.events:
-            if e.get("method") == method: return e
-        end = time.time() + timeout
-        while time.time() < end:
-            e = self._read(max(0.1, end - time.time())); self.events.append(e)
-            if e.get("method") == method: return e
-        raise TimeoutError(method)
-
-    def drain(self, seconds):
-        end = time.time() + seconds
-        while time.time() < end:
-            try: self.events.append(self._read(max(0.05, end - time.time())))
-            except TimeoutError: break
-
-    def close(self):
-        try: self.send("Browser.close", timeout=10)
-        except Exception: pass
-        try: self.proc.wait(10)
-        except subprocess.TimeoutExpired: self.proc.kill(); self.proc.wait()
-        for fd in (self._cmd_w, self._ev_r):
-            try: os.close(fd)
-            except OSError: pass
-
-
 PAGE_PROBE = """JSON.stringify({
   images: Array.from(document.images).map(i => ({w: i.naturalWidth, h: i.naturalHeight, ok: i.complete,
                                                    src: i.src.slice(0, 30)})),
@@ -111,16 +47,11 @@ PAGE_PROBE = """JSON.stringify({
 
 
 def open_in_chromium(html: Path, shot: Path):
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert exe, "headless Chromium is needed for this test: apt-get install -y chromium (tools/test.sh does it)"
+    exe = require_chrome()
     with tempfile.TemporaryDirectory() as profile:
         b = Chromium(exe, profile)
         try:
-            tid = b.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-            sid = b.send("Target.attachToTarget", {"targetId": tid, "flatten": True})["sessionId"]
-            for m in ("Page.enable", "Runtime.enable", "Log.enable"): b.send(m, session=sid)
-            b.send("Emulation.setDeviceMetricsOverride", {"width": 1280, "height": 1000, "deviceScaleFactor": 1,
-                                                          "mobile": False}, session=sid)
+            sid = b.new_page(1280, 1000)
             b.send("Page.navigate", {"url": html.resolve().as_uri()}, session=sid)
             b.wait_event("Page.loadEventFired", timeout=60); b.drain(1.0)
             probe = json.loads(b.send("Runtime.evaluate", {"expression": PAGE_PROBE, "returnByValue": True},

@@ -7,10 +7,16 @@ bash tools/install.sh || exit 1
 [ -n "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ] || source .venv/bin/activate
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export MPLBACKEND=Agg PYTHONHASHSEED=0
-# the report test opens the HTML report in headless Chromium (Debian's package)
-if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "warning: could not install chromium"
-fi
+# prerequisite (checked, never installed here): headless Chromium for the browser tests (tests/test_report.py,
+# tests/test_jupyterlab.py). $CHROME points at a browser binary; else chromium, chromium-browser or google-chrome on PATH.
+# When missing, those tests fail with the same message (tests/_cdp.py).
+if [ -n "${CHROME:-}" ]; then chrome=$(command -v "$CHROME" 2>/dev/null)
+else chrome=$(command -v chromium || command -v chromium-browser || command -v google-chrome || command -v google-chrome-stable)
+  for app in /Applications/Chromium.app/Contents/MacOS/Chromium "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome"; do
+    [ -n "$chrome" ] || { [ -x "$app" ] && chrome=$app; }; done; fi
+if [ -z "$chrome" ]; then
+  echo "MISSING PREREQUISITE: headless Chromium (${CHROME:+CHROME=$CHROME is not executable; }looked for \$CHROME, chromium, chromium-browser, google-chrome). Fix: \`sudo apt-get install -y chromium\` (Debian/Ubuntu), \`brew install --cask chromium\` (macOS), or set CHROME=/path/to/chrome. The browser tests will fail."
+else export CHROME=$chrome; echo "browser for the browser tests: CHROME=$chrome"; fi
 fail=0
 before=$(git status --porcelain)
 nbdev_clean >/dev/null 2>&1
