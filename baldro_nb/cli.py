@@ -15,16 +15,18 @@ from .execution import run_grid, collect, run_state, list_runs, RunInterrupted
 __all__ = ['SHOW', 'results_table', 'study_report', 'acceptance_from_runs', 'acceptance_report', 'study', 'main']
 
 # %% ../nbs/14_cli.ipynb #8d4c74a0
-SHOW = ["model", "method", "seed", "status", "forget_quality", "model_utility", "gibberish_rate", "wall_s"]
+SHOW = ["model", "method", "objective", "seed", "status", "n_runs", "lr", "beta_dv", "forget_quality", "model_utility",
+        "gibberish_rate", "min_ess_frac", "wall_s"]
 
-def results_table(outputs, kind: str = "unlearn") -> str:
-    "The results table as text (unlearning runs, the main columns)."
+def results_table(outputs, kind=("unlearn", "miniature")) -> str:
+    "The results table as text (unlearning and miniature runs, the main columns present)."
     import pandas as pd
     f = Path(outputs)/RESULTS_CSV
     if not f.exists(): return "(no results.csv)"
     df = pd.read_csv(f)
-    df = df[df["kind"] == kind] if "kind" in df and kind else df
-    cols = [c for c in SHOW if c in df]
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind or ())
+    df = df[df["kind"].isin(kinds)] if "kind" in df and kinds else df
+    cols = [c for c in SHOW if c in df and df[c].notna().any()]
     with pd.option_context("display.max_rows", 500, "display.width", 200, "display.float_format", "{:.4g}".format):
         return df[cols].to_string(index=False)
 
