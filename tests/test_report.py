@@ -85,7 +85,7 @@ def test_report_in_headless_chromium(built):
     assert probe["inputs"] == 0, "input cells are visible"
     t = probe["text"]
     for s in ("from baldro_nb", "import ", "figure(fig_"): assert s not in t, f"source code {s!r} visible in the page"
-    for s in ("Do BalDRO's gains transfer", "Do they hold across models", "Audit", "How to reproduce"):
+    for s in ("Does BalDRO's gain transfer", "Does it hold across models", "Audit", "How to reproduce"):
         assert s in t, s
     assert probe["commands"].count("papermill nbs/") >= 40, probe["commands"][:500]
     assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
