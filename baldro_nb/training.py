@@ -423,7 +423,7 @@ def unlearn(model, tokenizer, forget_ds, retain_ds, method, out_dir, *, lr: floa
     if method.needs_ref or rw_hp.get("pool") == "forget_set":
         cache = RefCache.build(model, forget_ds, collator, cache_batch_size)
     ref_obj = LiveRef(model) if (ref == "live" and (method.needs_ref or method.retain == "kl")) else (cache if method.needs_ref else None)
-    n_dev = max(1, torch.cuda.device_count())
+    n_dev = int(os.environ.get("WORLD_SIZE", "0")) or max(1, torch.cuda.device_count())   # processes under accelerate/torchrun (CPU DDP too)
     args = TrainingArguments(output_dir=str(out / "trainer"), per_device_train_batch_size=batch_size,
         gradient_accumulation_steps=grad_accum, num_train_epochs=epochs, learning_rate=lr, weight_decay=weight_decay,
         warmup_steps=int(warmup_epochs * len(forget_ds) // (batch_size * grad_accum * n_dev)), max_grad_norm=max_grad_norm,

@@ -6,10 +6,21 @@
 #   run: command "bash bench/gpu_check.sh", carry [".whl", ".gpudata"], timeout_s 540 (the script stops itself by ~470 s)
 # Writes $OUT/gpu_check.log, $OUT/smoke_1b.json, $OUT/reweighting_matrix.json, $OUT/gpu_e2e.json, $OUT/smoke_8b.json. Without CUDA (a local
 # simulation) it runs the CPU configurations instead (tiny smoke, e2e on CPU) and skips the 8B smoke.
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit 1
+# Dry mode (`GPU_CHECK_DRY=1 bash bench/gpu_check.sh` or `bash bench/gpu_check.sh --dry`; tests/test_gpu_check_dry.py):
+# no wheel install, no nvidia-smi, no .gpudata; the versions step, the whole method matrix (every variant x objective x
+# cell, bf16 on CPU, tiny model, 1 step) and the tiny smoke on CPU, with the same step/log/status code; exit 1 if a
+# step failed. Set PYTHON to choose the interpreter (default python3).
+DRY=${GPU_CHECK_DRY:-0}; [ "${1:-}" = "--dry" ] && DRY=1
+PY=${PYTHON:-python3}
+if [ "$DRY" = "1" ]; then
+  export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+else
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit 1
+fi
 
 set +e
 set -o pipefail
+[ "$DRY" = "1" ] && OUT=${OUT:-/tmp/gpu_check_dry}
 OUT=${OUT:-/tmp/gpu_check_out}; mkdir -p "$OUT"; LOG=$OUT/gpu_check.log; : > "$LOG"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export HF_HOME=/tmp/hf_home HF_DATASETS_CACHE=/tmp/hf_home/datasets
@@ -28,12 +39,14 @@ step() {  # step NAME CAP_SECONDS COMMAND...
   STATUS="$STATUS $name=$rc"
 }
 
-echo "### gpu_check start $(date -u +%FT%TZ) in $PWD; PYTHONPATH=$PYTHONPATH; wheels: $(ls .whl | tr '\n' ' ')" | tee -a "$LOG"
+echo "### gpu_check start $(date -u +%FT%TZ) in $PWD; dry=$DRY; PYTHONPATH=$PYTHONPATH; wheels: $(ls .whl 2>/dev/null | tr '\n' ' ')" | tee -a "$LOG"
 
 # 1. the machine and the versions actually imported (ours from /tmp/site must shadow the image's)
+if [ "$DRY" = "1" ]; then echo "### SKIP nvidia-smi: dry mode" | tee -a "$LOG"; else
 step nvidia-smi 30 nvidia-smi
 step nvidia-smi-query 30 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv
-step versions 90 python3 - <<'EOF'
+fi
+step versions 90 $PY - <<'EOF'
 import sys, importlib, torch
 print("python", sys.version.split()[0], sys.executable)
 print("torch", torch.__version__, "cuda build", torch.version.cuda, "cuda available", torch.cuda.is_available(),
@@ -56,31 +69,44 @@ print("pinned versions in use:", ok)
 sys.exit(1 if bad or not ok else 0)
 EOF
 
-HAS_CUDA=$(python3 -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null)
+HAS_CUDA=$($PY -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null)
+[ "$DRY" = "1" ] && HAS_CUDA=dry
 echo "### CUDA available: ${HAS_CUDA:-?}" | tee -a "$LOG"
 
+# the method matrix: every variant (all weights; LoRA; LoRA on a 4-bit base, skipped with the reason when
+# bitsandbytes or CUDA is missing) x objective x reweighting cell (mean, DV softmin/softmax/forget_set/token/scalar,
+# group): finite losses and gradients, weights on the device, step time and peak memory per cell, one JSON record each
+MATRIX="bench/reweighting_matrix.py --variants full,lora,lora_4bit --out $OUT/reweighting_matrix.json"
+
+if [ "$DRY" = "1" ]; then
+  echo "### dry mode: CPU, tiny configurations; SKIP tiny_e2e (needs .gpudata), smoke_8b (needs a GPU)" | tee -a "$LOG"
+  step reweighting_matrix 150 $PY $MATRIX --device cpu --dtype bfloat16 --hidden 32 --steps 1
+  step smoke_tiny_cpu 120 $PY bench/gpu_smoke.py --arch tiny --device cpu --steps 1 --batch 2 --eval-batch 4 --new-tokens 4 --json "$OUT/smoke_1b.json"
+else
 # the outputs/ copy the tiny e2e reads (BALDRO_OUTPUTS): outside the working tree, writable
 rm -rf /tmp/baldro_outputs && cp -r .gpudata/outputs /tmp/baldro_outputs
 export BALDRO_OUTPUTS=/tmp/baldro_outputs
 
 if [ "$HAS_CUDA" = "1" ]; then
   # 2. Llama-3.2-1B-sized random model, bf16 sdpa
-  step smoke_1b 150 python3 bench/gpu_smoke.py --json "$OUT/smoke_1b.json"
-  # 2a. every objective x reweighting cell (mean, DV softmin/softmax/forget_set/token/scalar, group) on CUDA in bf16:
-  #     finite losses and gradients, weights on the device, step time and peak memory per cell
-  step reweighting_matrix 90 python3 bench/reweighting_matrix.py --device cuda --dtype bfloat16 --out "$OUT/reweighting_matrix.json"
+  step smoke_1b 150 $PY bench/gpu_smoke.py --json "$OUT/smoke_1b.json"
+  # 2a. the method matrix on CUDA in bf16
+  step reweighting_matrix 90 $PY $MATRIX --device cuda --dtype bfloat16
   # 3. the tiny study end to end (CPU vs CUDA evaluation, unlearning on CUDA) -- before the 8B smoke, the step most
   #    likely to run out of memory or time on an H100
-  step tiny_e2e 240 python3 bench/gpu_tiny_e2e.py --device cuda --outputs /tmp/baldro_outputs \
+  step tiny_e2e 240 $PY bench/gpu_tiny_e2e.py --device cuda --outputs /tmp/baldro_outputs \
        --reference .gpudata/reference.json --json "$OUT/gpu_e2e.json"
   # 2b. 8B-sized random model (bf16 weights + grads + AdamW states + a live reference copy: ~75 GiB before activations)
-  step smoke_8b 200 env PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True python3 bench/gpu_smoke.py --arch llama-3.1-8b --batch 2 --grad-ckpt --steps 3 --json "$OUT/smoke_8b.json"
+  step smoke_8b 200 env PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True $PY bench/gpu_smoke.py --arch llama-3.1-8b --batch 2 --grad-ckpt --steps 3 --json "$OUT/smoke_8b.json"
 else
   echo "### no CUDA: CPU simulation (tiny smoke, e2e on CPU, no 8B)" | tee -a "$LOG"
-  step smoke_tiny_cpu 120 python3 bench/gpu_smoke.py --arch tiny --device cpu --steps 2 --json "$OUT/smoke_1b.json"
-  step tiny_e2e 420 python3 bench/gpu_tiny_e2e.py --device cpu --outputs /tmp/baldro_outputs --methods BalDRO-DV+NPO \
+  step smoke_tiny_cpu 120 $PY bench/gpu_smoke.py --arch tiny --device cpu --steps 2 --json "$OUT/smoke_1b.json"
+  step tiny_e2e 420 $PY bench/gpu_tiny_e2e.py --device cpu --outputs /tmp/baldro_outputs --methods BalDRO-DV+NPO \
        --reference .gpudata/reference.json --json "$OUT/gpu_e2e.json"
+fi
 fi
 
 echo "### steps (rc):$STATUS; total $((SECONDS - T0))s after the install; files in \$OUT: $(ls "$OUT" | tr '\n' ' ')" | tee -a "$LOG"
 echo "GPU CHECK DONE" | tee -a "$LOG"
+# the dry run is a test: any failed step fails it (a real GPU run reads the log instead)
+if [ "$DRY" = "1" ]; then case " $STATUS " in *=[1-9]*) exit 1;; esac; fi

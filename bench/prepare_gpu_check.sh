@@ -16,6 +16,9 @@ plat="--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platfo
 for p in transformers tokenizers huggingface_hub datasets dill multiprocess nltk defusedxml fsspec peft; do
   "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp $plat -d .whl "$p==$(ver $p)"
 done
+# bitsandbytes (not installed here: CPU machine) for the matrix's 4-bit + LoRA cells; without it they are skipped
+"$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp $plat -d .whl \
+  "bitsandbytes${BNB_VERSION:+==$BNB_VERSION}" || echo "warning: no bitsandbytes wheel: the matrix's lora_4bit cells will be skipped"
 # rouge-score is published as a source archive only: build its (pure-Python) wheel here
 "$PY" -m pip wheel -q --no-deps -w .whl "rouge-score==$(ver rouge-score)"
 rm -rf .gpudata && mkdir -p .gpudata/outputs/models/tiny-llama .gpudata/outputs/retain_logs .gpudata/outputs/data
