@@ -100,9 +100,20 @@ def _wait(cond, timeout, step=0.2):
     return cond()
 
 
+def _as_from_a_terminal():
+    "In the child, before exec: SIGINT as a shell leaves it for a foreground job (default), whatever pytest inherited."
+    # An ignored SIGINT survives fork and exec (Popen's restore_signals leaves it), and a non-interactive shell ignores it
+    # in what it starts with `&` (`bash tools/test.sh &`, a CI step): the runner would then rightly ignore our Ctrl-C.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _popen(cmd, cwd, env=None):
+    return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_as_from_a_terminal, env={**os.environ, **(env or {})})
+
+
 def _start(proj, grid, *args, env=None):
-    return subprocess.Popen([BALDRO, "run", str(grid), *args], cwd=proj, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True, env={**os.environ, **(env or {})})
+    return _popen([BALDRO, "run", str(grid), *args], proj, env)
 
 
 def _running(out, seed):
@@ -112,10 +123,15 @@ def _running(out, seed):
 
 
 # ----------------------------------------------------------------------------------------------------------- Ctrl-C
-# Known defect (open): these two tests pass alone (4/4, 88 s) but fail when run after the rest of the suite in one pytest
-# process (the runner exits 0 without recording the interrupt). Skipped in CI until that order dependence is found.
-_CTRL_C_ORDER_BUG = pytest.mark.skipif(os.environ.get("CI") == "true", reason="order-dependent Ctrl-C failure, see comment")
-@_CTRL_C_ORDER_BUG
+def test_the_runner_gets_ctrl_c_even_when_pytest_ignores_sigint():
+    "pytest itself started with SIGINT ignored (in the background of a script): the runner we start must not inherit it."
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try: p = _popen([sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"], ROOT)
+    finally: signal.signal(signal.SIGINT, old)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0 and out.strip() == "True", (out, err)
+
+
 @pytest.mark.parametrize("warm", [False, True], ids=["cold-kernels", "warm-kernels"])
 def test_ctrl_c_stops_the_grid_cleanly_and_resume_redoes_exactly_the_interrupted(proj, warm):
     out = proj/"outputs"
@@ -155,7 +171,6 @@ def test_ctrl_c_stops_the_grid_cleanly_and_resume_redoes_exactly_the_interrupted
     assert len(rows) == 7 and all(x["status"] == "ok" for x in rows)
 
 
-@_CTRL_C_ORDER_BUG
 def test_ctrl_c_kills_a_kernel_that_ignores_it_then_second_ctrl_c_exits_at_once(proj):
     out = proj/"outputs"; _artefacts(out)
     grid = _write(proj/"grid.yaml", _grid(seeds=(0, 1), producers=False, special={0: {"sleep": 120.0, "deaf": True}}))
