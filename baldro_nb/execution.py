@@ -132,7 +132,10 @@ def _kernel_started(pid: int):
 def _worker_init():
     "Initializer of the local executor's worker processes: die with the runner, handle interrupts as above."
     _die_with_parent()
-    signal.signal(signal.SIGINT, _interrupt); signal.signal(signal.SIGUSR2, _abort)
+    # a runner started with Ctrl-C ignored (e.g. backgrounded by a non-interactive shell) passes SIG_IGN on: keep it, so
+    # runner and workers agree (the runner then never forwards an interrupt either)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN: signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGUSR2, _abort)
     KERNEL_HOOKS.append(_kernel_started)
 
 def _err(e: BaseException, root) -> str:
