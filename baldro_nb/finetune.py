@@ -8,7 +8,7 @@ import json, math, os, re, resource, time, tempfile
 from pathlib import Path
 
 from .core import BaldroError, check, write_json, read_json, outputs_dir, stable_hash, seed_everything, set_offline
-from .data import (load_tofu, check_config, GENERAL_CONFIGS, QADataset, QACollator, encode_prompt, Template,
+from .data import (TOFU_MINI_VERSION, load_tofu, check_config, GENERAL_CONFIGS, QADataset, QACollator, encode_prompt, Template,
                             STUDY_SOURCE)
 from .vocab import STAGES, TOFU_HUB_ID, parse_source
 from .models import (get_spec, MODELS, load_model, load_tokenizer, save_tokenizer, ensure_tiny_base,
@@ -162,6 +162,7 @@ def ensure_tiny_finetuned(name: str, stage: str, seed: int = 0, source=None, **o
     if overrides: d = d.with_name(f"{d.name}_{stable_hash(overrides)}")
     recipe = {**TINY_RECIPE, **overrides}
     stamp = {**recipe, "tokenizer_version": TINY_TOKENIZER_VERSION}   # what the cached folder must have been built with
+    if parse_source(source)[0] == "tofu-mini": stamp["tofu_mini_version"] = TOFU_MINI_VERSION   # regenerated data: rebuilt
     def build(tmp):
         finetune(name, stage, tmp, source=source, seed=seed, init=str(ensure_tiny_base(name, seed)), **recipe)
         write_json(Path(tmp)/"recipe.json", stamp)
