@@ -162,7 +162,7 @@ def ensure_tiny_finetuned(name: str, stage: str, seed: int = 0, source=None, **o
     if overrides: d = d.with_name(f"{d.name}_{stable_hash(overrides)}")
     recipe = {**TINY_RECIPE, **overrides}
     stamp = {**recipe, "tokenizer_version": TINY_TOKENIZER_VERSION}   # what the cached folder must have been built with
-    if parse_source(source)[0] == "tofu-mini": stamp["tofu_mini_version"] = TOFU_MINI_VERSION   # regenerated data: rebuilt
+    if parse_source(source)[0] == "mini": stamp["tofu_mini_version"] = TOFU_MINI_VERSION   # regenerated data: rebuilt
     def build(tmp):
         finetune(name, stage, tmp, source=source, seed=seed, init=str(ensure_tiny_base(name, seed)), **recipe)
         write_json(Path(tmp)/"recipe.json", stamp)
