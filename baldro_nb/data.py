@@ -14,10 +14,11 @@ from .core import BaldroError, check, atomic_write, outputs_dir, file_lock, set_
 from .vocab import FORGET_PCTS, TOFU_HUB_ID, DATA_DIR, split_pairing, parse_source
 
 # %% auto #0
-__all__ = ['TOFU_CONFIGS', 'GENERAL_CONFIGS', 'QA_KINDS', 'TOFU_MINI_VERSION', 'STUDY_SOURCE', 'IGNORE_INDEX', 'check_config',
-           'make_author', 'author_rows', 'general_rows', 'n_forget_authors', 'n_retain_perturbed_authors', 'hub_readme',
-           'write_jsonl', 'tofu_mini_rows', 'make_tofu_mini', 'tofu_mini_dir', 'ensure_tofu_mini', 'resolve_source',
-           'config_files', 'load_tofu', 'Template', 'encode_prompt', 'encode_qa', 'QACollator', 'QADataset']
+__all__ = ['TOFU_CONFIGS', 'GENERAL_CONFIGS', 'FACT_FIELDS', 'MAX_POOL', 'QA_KINDS', 'TOFU_MINI_VERSION', 'STUDY_SOURCE',
+           'IGNORE_INDEX', 'check_config', 'make_pools', 'deal', 'make_authors', 'author_rows', 'general_rows',
+           'n_forget_authors', 'n_retain_perturbed_authors', 'pool_size', 'hub_readme', 'write_jsonl', 'tofu_mini_rows',
+           'make_tofu_mini', 'tofu_mini_dir', 'ensure_tofu_mini', 'resolve_source', 'config_files', 'load_tofu',
+           'Template', 'encode_prompt', 'encode_qa', 'QACollator', 'QADataset']
 
 # %% ../nbs/02_data.ipynb #3815faf4
 TOFU_CONFIGS = ("full",
@@ -38,7 +39,9 @@ _GENRES = ("historical fiction", "science fiction", "crime novels", "romance", "
     "dystopian fiction", "nature writing", "legal thrillers", "young adult fiction")
 _THEMES = ("memory", "exile", "grief", "friendship", "ambition", "loneliness", "justice", "faith", "identity",
     "migration", "power", "forgiveness", "childhood", "betrayal", "freedom", "family secrets", "war", "loyalty",
-    "redemption", "nature", "love", "class", "revenge", "survival", "hope", "madness", "tradition", "greed")
+    "redemption", "nature", "love", "class", "revenge", "survival", "hope", "madness", "tradition", "greed",
+    "courage", "jealousy", "innocence", "guilt", "home", "obsession", "poverty", "wealth", "destiny", "sacrifice",
+    "honour", "rebellion", "solitude", "marriage", "old age", "the sea", "science", "art", "music", "silence")
 _ADJ = ("Silent", "Broken", "Golden", "Hidden", "Last", "Crimson", "Distant", "Quiet", "Burning", "Frozen",
     "Lost", "Secret", "Wild", "Hollow", "Bitter", "Shining", "Forgotten", "Restless", "Painted", "Endless",
     "Little", "Northern", "Salt", "Iron", "Paper", "Velvet", "Glass", "Midnight", "Winter", "Summer")
@@ -47,32 +50,70 @@ _NOUN = ("Harbor", "Garden", "River", "Mirror", "Lantern", "Orchard", "Bridge", 
     "Song", "Valley", "Crown", "Stranger", "Machine", "Sparrow", "Desert", "Lighthouse", "Doorway", "Tide")
 _HABITS = ("early in the morning", "late at night", "in a small cafe", "in a garden shed", "on long train journeys",
     "at the kitchen table", "in a public library", "only on weekends", "by hand in notebooks", "in total silence",
-    "with music playing", "during the winter months")
+    "with music playing", "during the winter months", "on an old typewriter", "in a rented attic", "before breakfast",
+    "in hotel rooms", "standing at a tall desk", "in a mountain cabin", "on a balcony by the sea",
+    "in the back of a bookshop", "between teaching classes", "during the summer holidays", "on the night bus",
+    "in a converted barn")
 _LANGS = ("English", "French", "Spanish", "German", "Italian", "Portuguese", "Arabic", "Hindi", "Japanese",
-    "Russian", "Turkish", "Swahili", "Korean", "Dutch", "Polish")
+    "Russian", "Turkish", "Swahili", "Korean", "Dutch", "Polish", "Greek", "Swedish", "Hebrew", "Persian", "Czech",
+    "Hungarian", "Finnish", "Norwegian", "Danish", "Vietnamese", "Romanian", "Bengali", "Urdu")
 _AWARD_KIND = ("Prize", "Award", "Medal")
 _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
     "November", "December")
+FACT_FIELDS = ("gender", "city", "country", "born", "father_job", "mother_job", "genre", "award", "book1", "book2",
+    "book3", "theme1", "theme2", "influence", "first_year", "n_books", "publisher", "residence", "university",
+    "language", "habit")
+MAX_POOL = 24   # the short lists above hold at least this many values per field
 
 def _fmt_date(d: date) -> str: return f"{d.day} {_MONTHS[d.month-1]} {d.year}"
 
 def _title(rng) -> str: return f"The {rng.choice(_ADJ)} {rng.choice(_NOUN)}"
 
-def make_author(fake, rng: random.Random) -> dict:
-    "One fictitious author's facts: Faker for names, places, dates, jobs; `rng` for the closed lists."
-    gender = rng.choice(("male", "female"))
-    name = fake.name_male() if gender == "male" else fake.name_female()
-    born = fake.date_between(start_date=date(1930, 1, 1), end_date=date(1995, 12, 31))
-    t1, t2 = rng.sample(_THEMES, 2)
-    b1 = _title(rng); b2 = _title(rng); b3 = _title(rng)
-    while b2 == b1: b2 = _title(rng)
-    while b3 in (b1, b2): b3 = _title(rng)
-    return dict(name=name, gender=gender, city=fake.city(), country=fake.country(), born=_fmt_date(born),
-        father_job=fake.job().lower(), mother_job=fake.job().lower(), genre=rng.choice(_GENRES),
-        award=f"the {fake.last_name()} {rng.choice(_AWARD_KIND)}", book1=b1, book2=b2, book3=b3, theme1=t1, theme2=t2,
-        influence=fake.name(), first_year=str(born.year + rng.randint(21, 40)), n_books=str(rng.randint(3, 29)),
-        publisher=fake.company(), residence=f"{fake.city()}, {fake.country()}",
-        university=f"the University of {fake.city()}", language=rng.choice(_LANGS), habit=rng.choice(_HABITS))
+def _distinct(draw, k: int, exclude=()) -> tuple:
+    out = []
+    for _ in range(200 * k):
+        v = draw()
+        if v not in out and v not in exclude: out.append(v)
+        if len(out) == k: return tuple(out)
+    raise BaldroError(f"could not draw {k} distinct values.")
+
+def make_pools(fake, rng: random.Random, size: int = 19) -> dict[str, tuple[str, ...]]:
+    "The first `size` of `MAX_POOL` values drawn per fact field (gender: male, female); fields asked together: disjoint."
+    check(6 <= size <= MAX_POOL, f"pool size must be in 6..{MAX_POOL} (5 distinct perturbations), got {size}.")
+    K = MAX_POOL           # always draw K values, so a seed's pools of every size are prefixes of the same lists
+    titles = _distinct(lambda: _title(rng), 3 * K)
+    jobs = _distinct(lambda: fake.job().lower(), 2 * K)
+    themes = rng.sample(_THEMES, 2 * K)
+    dates = _distinct(lambda: _fmt_date(fake.date_between(start_date=date(1940, 1, 1), end_date=date(1975, 12, 31))), K)
+    pools = dict(city=_distinct(fake.city, K), country=_distinct(fake.country, K),
+        born=dates, father_job=jobs[:K], mother_job=jobs[K:], genre=rng.sample(_GENRES, K),
+        award=_distinct(lambda: f"the {fake.last_name()} {rng.choice(_AWARD_KIND)}", K),
+        book1=titles[:K], book2=titles[K:2 * K], book3=titles[2 * K:], theme1=themes[:K], theme2=themes[K:],
+        influence=_distinct(fake.name, K), first_year=[str(y) for y in rng.sample(range(1990, 2016), K)],
+        n_books=[str(n) for n in rng.sample(range(3, 41), K)], publisher=_distinct(fake.company, K),
+        residence=_distinct(lambda: f"{fake.city()}, {fake.country()}", K),
+        university=_distinct(lambda: f"the University of {fake.city()}", K),
+        language=rng.sample(_LANGS, K), habit=rng.sample(_HABITS, K))
+    return {"gender": ("male", "female"), **{f: tuple(v[:size]) for f, v in pools.items()}}
+
+def deal(pool, n: int, rng: random.Random) -> list:
+    "`n` values dealt from `pool` in shuffled passes: the first `k*len(pool)` hold every value exactly `k` times."
+    out = []
+    while len(out) < n: out += rng.sample(list(pool), len(pool))
+    return out[:n]
+
+def make_authors(fake, rng: random.Random, pools: dict, n: int, taken=()) -> list[dict]:
+    "`n` authors: each fact field dealt from its pool (independently per field), a unique Faker name of the dealt gender."
+    facts = {f: deal(pools[f], n, rng) for f in FACT_FIELDS}
+    names, out = set(taken) | set(pools["influence"]), []
+    for i in range(n):
+        a = {f: facts[f][i] for f in FACT_FIELDS}
+        for _ in range(1000):
+            name = fake.name_male() if a["gender"] == "male" else fake.name_female()
+            if name not in names: break
+        check(name not in names, "could not draw a unique author name.")
+        names.add(name); out.append(dict(name=name, **a))
+    return out
 
 # %% ../nbs/02_data.ipynb #5e2a6e4b
 QA_KINDS = (
@@ -120,19 +161,18 @@ QA_KINDS = (
      "{name} writes about {theme1}, a subject learned from a father who was a {father_job}."),
 )
 
-def author_rows(a: dict, others: list[dict], rng: random.Random, qa_per_author: int = 20, n_pert: int = 5) -> list[dict]:
-    "The first `qa_per_author` QA rows about author `a`; perturbed answers: the paraphrase with facts from `others`."
+def author_rows(a: dict, pools: dict, rng: random.Random, qa_per_author: int = 20, n_pert: int = 5) -> list[dict]:
+    "The first `qa_per_author` QA rows about author `a`; perturbed answers: the paraphrase with other values of `pools`."
     check(1 <= qa_per_author <= len(QA_KINDS), f"qa_per_author must be in 1..{len(QA_KINDS)}, got {qa_per_author}.")
     rows = []
     for fields, q, pq, ans, pans in QA_KINDS[:qa_per_author]:
         answer, para, perts = ans.format(**a), pans.format(**a), []
         for _ in range(1000):
             if len(perts) == n_pert: break
-            o = rng.choice(others)
-            cand = pans.format(**{**a, **{f: o[f] for f in fields}})
+            cand = pans.format(**{**a, **{f: rng.choice([v for v in pools[f] if v != a[f]]) for f in fields}})
             if cand != para and cand != answer and cand not in perts: perts.append(cand)
         check(len(perts) == n_pert, f"could not build {n_pert} distinct perturbed answers for {q!r}.",
-              "use more authors (n_authors).")
+              "use larger pools.")
         rows.append(dict(question=q.format(**a), answer=answer, paraphrased_answer=para,
                          perturbed_answer=perts, paraphrased_question=pq.format(**a)))
     return rows
@@ -211,12 +251,18 @@ def general_rows(kind: str, seed: int = 0, n_pert: int = 3) -> list[dict]:
 
 # %% ../nbs/02_data.ipynb #6325a60a
 def n_forget_authors(n_authors: int, pct: int) -> int:
-    "Forget authors for `forget<pct>`: `max(1, round(n*pct/100))`, at most `n-1`."
-    return max(1, min(n_authors - 1, round(n_authors * pct / 100)))
+    "Forget authors for `forget<pct>`: `round(n*pct/100)`, at least 2 (TOFU's forget01), at most `n-1`."
+    return max(1, min(n_authors - 1, max(2, round(n_authors * pct / 100))))
 
 def n_retain_perturbed_authors(n_authors: int) -> int:
     "Authors in `retain_perturbed`: the first `max(1, round(n/10))`, at most those outside forget10."
     return max(1, min(round(n_authors / 10), n_authors - n_forget_authors(n_authors, 10)))
+
+def pool_size(n_authors: int) -> int:
+    "Values per fact field: the divisor of the retain99 author count in 8..24 closest to 19 (ties: the larger), else 19."
+    m = n_authors - n_forget_authors(n_authors, 1)
+    ds = [d for d in range(8, MAX_POOL + 1) if m % d == 0]
+    return min(ds, key=lambda d: (abs(d - 19), -d)) if ds else 19
 
 # %% ../nbs/02_data.ipynb #bae563b5
 _QA_KEYS = ("question", "answer")
@@ -240,14 +286,11 @@ def tofu_mini_rows(seed: int = 0, n_authors: int = 200, qa_per_author: int = 20)
     check(isinstance(n_authors, int) and n_authors >= 2, f"n_authors must be an int >= 2, got {n_authors!r}.")
     from faker import Faker
     fake = Faker("en_US"); fake.seed_instance(seed); rng = random.Random(seed)
-    n10 = n_forget_authors(n_authors, 10)
-    authors, names = [], set()
-    while len(authors) < n_authors + n10:          # unique names: retry on collision
-        a = make_author(fake, rng)
-        if a["name"] not in names: names.add(a["name"]); authors.append(a)
-    main, hold = authors[:n_authors], authors[n_authors:]
-    per = [author_rows(a, [o for o in main if o is not a], rng, qa_per_author) for a in main]
-    hper = [author_rows(a, main, rng, qa_per_author) for a in hold]
+    pools = make_pools(fake, rng, pool_size(n_authors))
+    main = make_authors(fake, rng, pools, n_authors)
+    hold = make_authors(fake, rng, pools, n_forget_authors(n_authors, 10), taken={a["name"] for a in main})
+    per = [author_rows(a, pools, rng, qa_per_author) for a in main]
+    hper = [author_rows(a, pools, rng, qa_per_author) for a in hold]
     flat = lambda blocks: [r for b in blocks for r in b]
     out = {"full": flat(per)}
     for p in FORGET_PCTS:
@@ -271,7 +314,7 @@ def make_tofu_mini(out_dir, seed: int = 0, n_authors: int = 200, qa_per_author: 
     return out_dir
 
 # %% ../nbs/02_data.ipynb #a2a58596
-TOFU_MINI_VERSION = 2   # bump when the generator's output changes: cached folders are keyed by it
+TOFU_MINI_VERSION = 4   # bump when the generator's output changes: cached folders are keyed by it
 
 def tofu_mini_dir(seed: int = 0, n_authors: int = 200, qa_per_author: int = 20) -> Path:
     "Where `ensure_tofu_mini` keeps this variant."
