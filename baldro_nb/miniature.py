@@ -53,18 +53,22 @@ def calibrate_beta_dv(per_sample_losses, floor: float = 1e-4) -> float:
 
 # %% ../nbs/18_miniature.ipynb #a4bd8c73
 def eval_point(model, tokenizer, template, source, forget_split: str, retain_tr, full: bool = False, batch_size: int = 64,
-               max_new_tokens: int = 32) -> tuple[dict, list]:
-    "(summary, per-row forget probabilities) of the model now: forget-only, or with the utility sets and generation when `full`."
+               max_new_tokens: int = 32, gibberish: bool = False) -> tuple[dict, list]:
+    "(summary, per-row forget probabilities) of the model now: forget-only; model utility too when `full`; the forget generations' gibberish score when `gibberish`."
     from scipy.stats import ks_2samp
-    sets = ("forget", "retain", "ra", "wf") if full else ("forget",)
     logs, s = evaluate_tofu(model, tokenizer, template, source=source, forget_split=forget_split, retain_logs=retain_tr,
-                            batch_size=batch_size, sets=sets, generate=full, max_new_tokens=max_new_tokens)
+                            batch_size=batch_size, sets=("forget",), generate=gibberish, max_new_tokens=max_new_tokens)
     tr = np.array([v["score"] for v in logs["forget_truth_ratio"]["value_by_index"].values()], dtype=np.float64)
     probs = [float(v["prob"]) for v in logs["forget_Q_A_Prob"]["value_by_index"].values()]
+    mu = None
+    if full:
+        _, su = evaluate_tofu(model, tokenizer, template, source=source, forget_split=forget_split, batch_size=batch_size,
+                              sets=("retain", "ra", "wf"), generate=True, max_new_tokens=max_new_tokens)
+        mu = su.get("model_utility")
     out = {"forget_quality": s.get("forget_quality"), "ks_d": float(ks_2samp(tr, np.asarray(retain_tr, dtype=np.float64)).statistic),
            "forget_truth_ratio": s.get("forget_truth_ratio"), "forget_log10_tr": float(np.mean(np.log10(np.maximum(tr, 1e-300)))),
-           "forget_Q_A_Prob": s.get("forget_Q_A_Prob"), "model_utility": s.get("model_utility") if full else None,
-           "gibberish_clean_prob": s.get("gibberish_clean_prob") if full else None}
+           "forget_Q_A_Prob": s.get("forget_Q_A_Prob"), "model_utility": mu,
+           "gibberish_clean_prob": s.get("gibberish_clean_prob") if gibberish else None}
     return out, probs
 
 class AnswerProb:
@@ -93,7 +97,7 @@ class TrajectoryCallback(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kw):
         s = state.global_step
         if s not in self.fq: return
-        rec, probs = self.evaluate(model, full=s in self.mu)
+        rec, probs = self.evaluate(model, full=s in self.mu, gibberish=s == max(self.fq))
         first_forgotten = self.forgotten_step is None and rec["forget_Q_A_Prob"] is not None and rec["forget_Q_A_Prob"] <= self.retain_prob
         if first_forgotten and rec["model_utility"] is None: rec, probs = self.evaluate(model, full=True)
         self.add(s, rec, probs)
@@ -157,12 +161,12 @@ class Cell:
         self.fq_points, self.mu_points, self.overshoot, self.mu_floor, self.mu_keep = fq_points, mu_points, overshoot, mu_floor, mu_keep
         self.ebs, self.mnt, self.mp = eval_batch_size, max_new_tokens, dict(method_params or {})
         self.sd0 = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        self.point0, self.probs0 = self.evaluate(model, full=True)
+        self.point0, self.probs0 = self.evaluate(model, full=True, gibberish=True)
         self.target_mu = self.point0["model_utility"]
         self.lr = self.beta_dv = self.n_steps = None; self.calibration = {}
 
-    def evaluate(self, model, full: bool = False):
-        return eval_point(model, self.tok, self.tpl, self.source, self.split, self.retain_tr, full, self.ebs, self.mnt)
+    def evaluate(self, model, full: bool = False, gibberish: bool = False):
+        return eval_point(model, self.tok, self.tpl, self.source, self.split, self.retain_tr, full, self.ebs, self.mnt, gibberish)
 
     def method(self, reweighting: str = "mean", direction=None, pool=None, beta_dv=None):
         return method_from_params(self.objective, reweighting, self.compat, self.training, direction=direction, pool=pool,
