@@ -9,7 +9,7 @@ for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"): os.e
 finetune = pytest.importorskip("baldro_nb.finetune", reason="needs the tiny finetuned models (04_finetune)")
 
 MODEL = "tiny-llama"
-from baldro_nb.data import STUDY_SOURCE   # the embedded study's TOFU-mini (40 authors; forget01 = 20 QA)
+from baldro_nb.data import STUDY_SOURCE   # the embedded study's TOFU-mini (40 authors; forget01 = 2 authors, 40 QA)
 
 
 @pytest.fixture(scope="module")
