@@ -14,7 +14,7 @@ Mimics nbs/experiments/unlearn.ipynb with the settings of params/study_tiny.yaml
   (c) times every part. Writes a JSON summary to `--json`.
 
 Data and models come from `$BALDRO_OUTPUTS` (or `--outputs`): outputs/models/<model>/full, outputs/retain_logs/..., and
-the TOFU-mini folder outputs/data/tofu_mini_v2_seed0_a40_q20 (found by `resolve_source`, so Faker is never called).
+the TOFU-mini folder outputs/data/tofu_mini_v<TOFU_MINI_VERSION>_seed0_a40_q20 (found by `resolve_source`, so Faker is never called).
 
     python bench/gpu_tiny_e2e.py --device cpu --json /tmp/e2e.json          # the CPU test of this script
     BALDRO_OUTPUTS=.gpudata/outputs python3 bench/gpu_tiny_e2e.py --json $OUT/gpu_e2e.json --reference .gpudata/reference.json

@@ -24,17 +24,19 @@ done
 rm -rf .gpudata && mkdir -p .gpudata/outputs/models/tiny-llama .gpudata/outputs/retain_logs .gpudata/outputs/data
 cp -rL outputs/models/tiny-llama/full .gpudata/outputs/models/tiny-llama/full
 cp -r outputs/retain_logs/tiny-llama_retain99 .gpudata/outputs/retain_logs/
-cp -r outputs/data/tofu_mini_v2_seed0_a40_q20 .gpudata/outputs/data/
+cp -r "$(BALDRO_OUTPUTS=$PWD/outputs "$PY" -c "from baldro_nb.data import tofu_mini_dir; print(tofu_mini_dir(0, 40))")" .gpudata/outputs/data/   # the current TOFU_MINI_VERSION
 "$PY" - <<'PYEOF'
 import glob, json, pathlib
 runs = {}
-for method in ("NPO", "BalDRO-DV+NPO"):
-    d = pathlib.Path(sorted(glob.glob(f"outputs/runs/unlearn__tiny-llama__{method}__0__*"))[0])
+for method in ("NPO", "BalDRO-DV+NPO"):   # single unlearn runs (e.g. from a per-run grid); the miniature study has none
+    hits = sorted(glob.glob(f"outputs/runs/unlearn__tiny-llama__{method}__0__*"))
+    if not hits: continue
+    d = pathlib.Path(hits[0])
     runs[method] = {"run": d.name, "params": (d/"params.yaml").read_text(), "metrics": json.loads((d/"metrics.json").read_text()),
                     "epochs": {p.name.split("_")[1]: json.loads((p/"TOFU_SUMMARY.json").read_text()) for p in sorted((d/"evals").glob("epoch_*"))},
                     "steps": [json.loads(l) for l in (d/"steps.jsonl").read_text().splitlines() if l.strip()]}
-ref = {"note": "from this repo's outputs/runs (CPU fp32 eager); informational", "runs": runs,
-       "target_eval_epoch0": runs["NPO"]["epochs"]["0"]}
+ref = {"note": "from this repo's outputs/runs (CPU fp32 eager); informational", "runs": runs}
+if "NPO" in runs: ref["target_eval_epoch0"] = runs["NPO"]["epochs"]["0"]
 pathlib.Path(".gpudata/reference.json").write_text(json.dumps(ref))
 PYEOF
 du -sh .whl .gpudata
