@@ -295,9 +295,13 @@ def answers_markdown(cmp: pd.DataFrame, control: dict | None = None, transfer_mo
     a = cmp[cmp.variant == "BalDRO-DV"]
     for o in sorted(a.objective.unique()):
         for _, r in a[a.objective == o].sort_values("model").iterrows(): out.append(f"- **{o}, {r['model']}**: {_pair_line(r)}")
+    n = int(cmp["verdict"].isin(["gain", "loss", "no detectable difference"]).sum()) if "verdict" in cmp else 0
     out.append("\n*Endpoint*: the primary endpoint of each run (log10 forget quality; see the method section), paired by seed. "
                "A verdict word appears only when the 95 % bootstrap interval of the paired difference excludes 0; "
-               "otherwise the line says *no detectable difference* and the smallest effect this design could detect.")
+               "otherwise the line says *no detectable difference* and the smallest effect this design could detect. "
+               f"*Multiplicity*: {n} comparisons at 95 % each: if no variant differed from its base, about {0.05 * n:.1f} of "
+               "them would still exclude 0 by chance, so read a single gain or loss as a hypothesis, a consistent "
+               "direction across models and objectives as evidence.")
     return "\n".join(out)
 
 def study_answers(df: pd.DataFrame, endpoints: pd.DataFrame | None = None, control: dict | None = None, **kw) -> str:
