@@ -16,7 +16,8 @@ from baldro_nb.testing import make_synthetic_study
 
 from _cdp import Chromium, require_chrome   # tests/_cdp.py: the shared CDP client
 
-FIGURES = ("fq_vs_mu", "bars_by_objective", "per_epoch", "dro_weights", "forget_trajectories")
+FIGURES = ("fq_vs_mu", "bars_by_objective", "per_epoch", "dro_weights", "forget_trajectories",
+           "mini_paired", "mini_fq_steps", "mini_fq_mu", "mini_samples")   # the miniature's: placeholders here (no miniature runs)
 SHOT_DIR = outputs_dir()/"_test"/"report"
 
 
