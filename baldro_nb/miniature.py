@@ -18,8 +18,8 @@ from .evaluation import evaluate_tofu, encode_eval_set, eval_sets, score_sequenc
 from .training import method_from_params, unlearn, steps_summary
 
 # %% auto #0
-__all__ = ['eval_schedule', 'pick_lr', 'run_length', 'calibrate_beta_dv', 'eval_point', 'AnswerProb', 'TrajectoryCallback',
-           'StopAt', 'CalibrationCallback', 'endpoints', 'Cell']
+__all__ = ['eval_schedule', 'pick_lr', 'run_length', 'calibrate_beta_dv', 'utility_point', 'eval_point', 'AnswerProb',
+           'TrajectoryCallback', 'StopAt', 'CalibrationCallback', 'endpoints', 'Cell']
 
 # %% ../nbs/18_miniature.ipynb #624b4911
 def eval_schedule(n_steps: int, fq_points: int = 10, mu_points: int = 4) -> tuple[list[int], list[int]]:
@@ -52,6 +52,12 @@ def calibrate_beta_dv(per_sample_losses, floor: float = 1e-4) -> float:
     return max(floor, float(np.median(sds)))
 
 # %% ../nbs/18_miniature.ipynb #a4bd8c73
+def utility_point(model, tokenizer, template, source, forget_split: str, batch_size: int = 64, max_new_tokens: int = 32) -> float:
+    "Model utility now: the retain, real-author and world-fact sets, scored and generated."
+    _, su = evaluate_tofu(model, tokenizer, template, source=source, forget_split=forget_split, batch_size=batch_size,
+                          sets=("retain", "ra", "wf"), generate=True, max_new_tokens=max_new_tokens)
+    return su.get("model_utility")
+
 def eval_point(model, tokenizer, template, source, forget_split: str, retain_tr, full: bool = False, batch_size: int = 64,
                max_new_tokens: int = 32, gibberish: bool = False) -> tuple[dict, list]:
     "(summary, per-row forget probabilities) of the model now: forget-only; model utility too when `full`; the forget generations' gibberish score when `gibberish`."
@@ -60,11 +66,7 @@ def eval_point(model, tokenizer, template, source, forget_split: str, retain_tr,
                             batch_size=batch_size, sets=("forget",), generate=gibberish, max_new_tokens=max_new_tokens)
     tr = np.array([v["score"] for v in logs["forget_truth_ratio"]["value_by_index"].values()], dtype=np.float64)
     probs = [float(v["prob"]) for v in logs["forget_Q_A_Prob"]["value_by_index"].values()]
-    mu = None
-    if full:
-        _, su = evaluate_tofu(model, tokenizer, template, source=source, forget_split=forget_split, batch_size=batch_size,
-                              sets=("retain", "ra", "wf"), generate=True, max_new_tokens=max_new_tokens)
-        mu = su.get("model_utility")
+    mu = utility_point(model, tokenizer, template, source, forget_split, batch_size, max_new_tokens) if full else None
     out = {"forget_quality": s.get("forget_quality"), "ks_d": float(ks_2samp(tr, np.asarray(retain_tr, dtype=np.float64)).statistic),
            "forget_truth_ratio": s.get("forget_truth_ratio"), "forget_log10_tr": float(np.mean(np.log10(np.maximum(tr, 1e-300)))),
            "forget_Q_A_Prob": s.get("forget_Q_A_Prob"), "model_utility": mu,
@@ -86,8 +88,8 @@ class AnswerProb:
 # %% ../nbs/18_miniature.ipynb #2663b26a
 class TrajectoryCallback(TrainerCallback):
     "Evaluate at `fq_steps` (utility at `mu_steps` and at the first forgotten point); stop below `mu_floor`."
-    def __init__(self, evaluate, fq_steps, mu_steps, retain_prob: float, mu_floor: float, keep_probs: bool = True):
-        self.evaluate, self.fq, self.mu, self.retain_prob, self.mu_floor = evaluate, set(fq_steps), set(mu_steps), retain_prob, mu_floor
+    def __init__(self, evaluate, utility, fq_steps, mu_steps, retain_prob: float, mu_floor: float, keep_probs: bool = True):
+        self.evaluate, self.utility, self.fq, self.mu, self.retain_prob, self.mu_floor = evaluate, set(fq_steps), set(mu_steps), retain_prob, mu_floor
         self.records, self.probs, self.stop_reason, self.forgotten_step, self.keep = [], {}, "length", None, keep_probs
     def add(self, step: int, rec: dict, probs=None):
         self.records.append({"step": int(step), **rec})
@@ -99,7 +101,7 @@ class TrajectoryCallback(TrainerCallback):
         if s not in self.fq: return
         rec, probs = self.evaluate(model, full=s in self.mu, gibberish=s == max(self.fq))
         first_forgotten = self.forgotten_step is None and rec["forget_Q_A_Prob"] is not None and rec["forget_Q_A_Prob"] <= self.retain_prob
-        if first_forgotten and rec["model_utility"] is None: rec, probs = self.evaluate(model, full=True)
+        if first_forgotten and rec["model_utility"] is None: rec["model_utility"] = self.utility(model)   # the forget set is scored already
         self.add(s, rec, probs)
         mu = rec.get("model_utility")
         if mu is not None and mu < self.mu_floor:
@@ -167,6 +169,7 @@ class Cell:
 
     def evaluate(self, model, full: bool = False, gibberish: bool = False):
         return eval_point(model, self.tok, self.tpl, self.source, self.split, self.retain_tr, full, self.ebs, self.mnt, gibberish)
+    def utility(self, model): return utility_point(model, self.tok, self.tpl, self.source, self.split, self.ebs, self.mnt)
 
     def method(self, reweighting: str = "mean", direction=None, pool=None, beta_dv=None):
         return method_from_params(self.objective, reweighting, self.compat, self.training, direction=direction, pool=pool,
@@ -213,7 +216,7 @@ class Cell:
         if f.exists(): return read_json(f)
         method = self.method(reweighting, direction, pool, self.beta_dv)
         fq, mu = eval_schedule(self.n_steps, self.fq_points, self.mu_points)
-        cb = TrajectoryCallback(self.evaluate, fq, mu, self.retain_prob, self.mu_floor * self.target_mu, keep_probs)
+        cb = TrajectoryCallback(self.evaluate, self.utility, fq, mu, self.retain_prob, self.mu_floor * self.target_mu, keep_probs)
         cb.add(0, self.point0, self.probs0)
         t0 = time.time()
         tr = self._train(method, self.out/"runs"/f"{variant}__seed{seed}", self.lr, self.n_steps, seed, [cb])
