@@ -4,15 +4,14 @@
 
 # %% ../nbs/18_miniature.ipynb #5fdb870f
 from __future__ import annotations
-import json, math, shutil, time
+import math, shutil, time
 from pathlib import Path
 
 import numpy as np
-import torch
 from transformers import TrainerCallback
 
 from .core import check, read_json, write_json
-from .vocab import BASE_VARIANT, variant_label
+from .vocab import variant_label
 from .metrics import prob_agg
 from .evaluation import evaluate_tofu, encode_eval_set, eval_sets, score_sequences
 from .training import method_from_params, unlearn, steps_summary
