@@ -88,7 +88,8 @@ class AnswerProb:
 class TrajectoryCallback(TrainerCallback):
     "Evaluate at `fq_steps` (utility at `mu_steps` and at the first forgotten point); stop below `mu_floor`."
     def __init__(self, evaluate, utility, fq_steps, mu_steps, retain_prob: float, mu_floor: float, keep_probs: bool = True):
-        self.evaluate, self.utility, self.fq, self.mu, self.retain_prob, self.mu_floor = evaluate, set(fq_steps), set(mu_steps), retain_prob, mu_floor
+        self.evaluate, self.utility, self.fq, self.mu = evaluate, utility, set(fq_steps), set(mu_steps)
+        self.retain_prob, self.mu_floor = retain_prob, mu_floor
         self.records, self.probs, self.stop_reason, self.forgotten_step, self.keep = [], {}, "length", None, keep_probs
     def add(self, step: int, rec: dict, probs=None):
         self.records.append({"step": int(step), **rec})
