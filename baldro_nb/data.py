@@ -385,7 +385,8 @@ def load_tofu(config: str, source: str | os.PathLike | None = None, **mini):
         check(not _is_empty(f), f"TOFU config {config!r}: its data file {str(f)!r} is empty (no rows).", fix + ".")
     names = ", ".join(repr(str(f)) for f in files) or f"the {config} data file"
     no_rows = f"TOFU config {config!r} of source {src!r} has no rows: {names} holds no JSON lines. Fix: {fix}."
-    try:
+    try:   # a local folder's files by path: datasets caches a folder by its name alone (a stale copy otherwise)
+        if files: return datasets.load_dataset("json", data_files=[str(f) for f in files], split="train")
         return datasets.load_dataset(src, name=config, split="train")
     except StopIteration as e:   # datasets' JSON builder on a file with no rows: a bare StopIteration
         raise BaldroError(no_rows) from e
