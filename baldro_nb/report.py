@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from .core import check, atomic_write, write_json, repo_root, outputs_dir
 from .vocab import RESULTS_CSV, RUNS_DIR, REPORT_DIR
 from .tables import BASE, DV, GROUP, VARIANTS, _gmean, load_results, main_runs, gib_column, method_table
+from .tables import GAIN, LOSS, NO_DIFF, FEW_PAIRS, NOT_MEASURED, IDENTICAL
 from .tables import per_sample_probs, reference_points, epoch_table, weights_table
 
 # %% auto #0
@@ -202,7 +203,7 @@ def fig_trajectories(results_csv, runs_dir, fig_dir, name="forget_trajectories",
     return save_fig(fig, fig_dir, name)
 
 # %% ../nbs/16_report.ipynb #c3d1e202
-_VERDICT_COLOR = {"gain": "#2ca02c", "loss": "#d62728", "no detectable difference": "#7f7f7f", "not enough pairs": "#c7c7c7"}
+_VERDICT_COLOR = {GAIN: "#2ca02c", LOSS: "#d62728", NO_DIFF: "#7f7f7f", FEW_PAIRS: "#c7c7c7", NOT_MEASURED: "#d9b44a", IDENTICAL: "#9e9ac8"}
 _MINI_COLORS = {"base": "#1f77b4", "BalDRO-DV": "#d62728", "BalDRO-DV-softmax": "#ff7f0e", "BalDRO-G": "#2ca02c",
                 "BalDRO-DV-forget_set": "#9467bd"}
 

@@ -16,12 +16,13 @@ from .vocab import (RESULT_COLUMNS, NUMERIC_COLUMNS, VARIANT_LABELS, BASE_VARIAN
 from .grid import load_runs
 
 # %% auto #0
-__all__ = ['BASE', 'DV', 'GROUP', 'VARIANTS', 'PAIRED_ENDPOINTS', 'AUDIT', 'load_results', 'row_role', 'variant_of', 'annotate',
-           'main_runs', 'epoch_summaries', 'per_sample_probs', 'read_steps', 'gib_column', 'method_table',
-           'compare_variants', 'bootstrap_ci', 'detectable_effect', 'interval_verdict', 'endpoints_from_results',
-           'paired_comparisons', 'positive_control', 'answers_markdown', 'study_answers', 'load_miniature',
-           'regime_table', 'expected_run_ids', 'missing_runs', 'missing_markdown', 'reference_points', 'epoch_table',
-           'weight_config', 'weights_table', 'asynchrony_table', 'audit_pairs', 'audit_table', 'reproduce_commands']
+__all__ = ['BASE', 'DV', 'GROUP', 'VARIANTS', 'GAIN', 'LOSS', 'NO_DIFF', 'FEW_PAIRS', 'NOT_MEASURED', 'IDENTICAL', 'VERDICTS',
+           'PAIRED_ENDPOINTS', 'AUDIT', 'load_results', 'row_role', 'variant_of', 'annotate', 'main_runs',
+           'epoch_summaries', 'per_sample_probs', 'read_steps', 'gib_column', 'method_table', 'compare_variants',
+           'bootstrap_ci', 'detectable_effect', 'interval_verdict', 'endpoints_from_results', 'paired_comparisons',
+           'positive_control', 'answers_markdown', 'study_answers', 'load_miniature', 'regime_table',
+           'expected_run_ids', 'missing_runs', 'missing_markdown', 'reference_points', 'epoch_table', 'weight_config',
+           'weights_table', 'asynchrony_table', 'audit_pairs', 'audit_table', 'reproduce_commands']
 
 # %% ../nbs/15_tables.ipynb #e860d0f8
 def load_results(results_csv) -> pd.DataFrame:
@@ -197,12 +198,16 @@ def detectable_effect(d, level: float = 0.95, power: float = 0.8) -> float:
     if n < 2: return np.nan
     return float((t.ppf(1 - (1 - level) / 2, n - 1) + t.ppf(power, n - 1)) * d.std(ddof=1) / math.sqrt(n))
 
+GAIN, LOSS, NO_DIFF, FEW_PAIRS = "gain", "loss", "no detectable difference", "not enough pairs"
+NOT_MEASURED, IDENTICAL = "not measured", "identical"   # primary at step 0 in every pair; equal in every pair
+VERDICTS = (GAIN, LOSS, NO_DIFF, FEW_PAIRS, NOT_MEASURED, IDENTICAL)
+
 def interval_verdict(lo, hi, higher_is_better: bool = True) -> str:
     "'gain' / 'loss' when the interval excludes 0, else 'no detectable difference' (NaN interval: 'not enough pairs')."
-    if not (np.isfinite(lo) and np.isfinite(hi)): return "not enough pairs"
-    if lo > 0: return "gain" if higher_is_better else "loss"
-    if hi < 0: return "loss" if higher_is_better else "gain"
-    return "no detectable difference"
+    if not (np.isfinite(lo) and np.isfinite(hi)): return FEW_PAIRS
+    if lo > 0: return GAIN if higher_is_better else LOSS
+    if hi < 0: return LOSS if higher_is_better else GAIN
+    return NO_DIFF
 
 # %% ../nbs/15_tables.ipynb #c3d1e106
 PAIRED_ENDPOINTS = {"log10_fq_primary": ("Δ log10 FQ", True), "ks_d_primary": ("Δ KS D", False),
@@ -220,6 +225,12 @@ def endpoints_from_results(df: pd.DataFrame) -> pd.DataFrame:
         "log10_fq_primary": np.log10(fq.clip(lower=1e-300)).values, "ks_d_primary": np.nan,
         "forget_truth_ratio_primary": num("forget_truth_ratio"), "mu_primary": num("model_utility"),
         "min_ess_frac": num("min_ess_frac")})
+
+def _all_at_step0(b, t, seeds) -> bool:
+    "Every pair's primary endpoint is step 0 in both arms: the target itself, the same for both (nothing compared)."
+    if not seeds or "primary_step" not in b or "primary_step" not in t: return False
+    return bool((pd.to_numeric(b.loc[seeds, "primary_step"], errors="coerce") == 0).all()
+                and (pd.to_numeric(t.loc[seeds, "primary_step"], errors="coerce") == 0).all())
 
 def paired_comparisons(ep: pd.DataFrame, base: str = BASE_VARIANT, **boot) -> pd.DataFrame:
     "Per (model, objective, variant ≠ base): pairs, mean paired difference with its 95 % bootstrap CI per endpoint, verdict on the primary."
@@ -239,6 +250,8 @@ def paired_comparisons(ep: pd.DataFrame, base: str = BASE_VARIANT, **boot) -> pd
                 r.update({name: mean, f"{name} lo": lo, f"{name} hi": hi})
                 if col == "log10_fq_primary":
                     r["verdict"] = interval_verdict(lo, hi, hib); r["detectable Δ log10 FQ"] = detectable_effect(d)
+                    if _all_at_step0(b, t, seeds): r["verdict"] = NOT_MEASURED
+                    elif len(seeds) > 1 and np.all(d == 0): r["verdict"] = IDENTICAL
             if "min_ess_frac" in t: r["min ESS/B"] = float(pd.to_numeric(t.loc[seeds, "min_ess_frac"], errors="coerce").max()) if seeds else np.nan
             rows.append(r)
     return pd.DataFrame(rows)
@@ -264,9 +277,13 @@ def _ci(r, name, digits=2) -> str:
     return f"{r[name]:+.{digits}f} [{r[name + ' lo']:+.{digits}f}, {r[name + ' hi']:+.{digits}f}]"
 
 def _pair_line(r) -> str:
-    v = r.get("verdict", "not enough pairs"); s = f"**{v}**"
-    if "Δ log10 FQ" in r and np.isfinite(r["Δ log10 FQ"]): s += f": Δ log10 FQ {_ci(r, 'Δ log10 FQ')}"
-    if v == "no detectable difference" and np.isfinite(r.get("detectable Δ log10 FQ", np.nan)):
+    v = r.get("verdict", FEW_PAIRS); s = f"**{v}**"
+    if v == NOT_MEASURED:
+        return (s + ": in every pair both runs' primary endpoint is step 0, the target itself (no later point kept "
+                f"model utility at the bar), so it compares nothing; see the FQ peaks and trajectories ({int(r['n_pairs'])} paired seeds)")
+    if v == IDENTICAL: s += ": the two runs' primary endpoints are equal in every pair"
+    elif "Δ log10 FQ" in r and np.isfinite(r["Δ log10 FQ"]): s += f": Δ log10 FQ {_ci(r, 'Δ log10 FQ')}"
+    if v == NO_DIFF and np.isfinite(r.get("detectable Δ log10 FQ", np.nan)):
         s += f" (the design detects |Δ| ≥ {r['detectable Δ log10 FQ']:.2f})"
     if "Δ MU" in r and np.isfinite(r.get("Δ MU lo", np.nan)): s += f"; Δ MU {_ci(r, 'Δ MU', 3)}"
     if np.isfinite(r.get("min ESS/B", np.nan)): s += f"; min ESS/B ≤ {r['min ESS/B']:.2f}"
@@ -295,10 +312,11 @@ def answers_markdown(cmp: pd.DataFrame, control: dict | None = None, transfer_mo
     a = cmp[cmp.variant == "BalDRO-DV"]
     for o in sorted(a.objective.unique()):
         for _, r in a[a.objective == o].sort_values("model").iterrows(): out.append(f"- **{o}, {r['model']}**: {_pair_line(r)}")
-    n = int(cmp["verdict"].isin(["gain", "loss", "no detectable difference"]).sum()) if "verdict" in cmp else 0
+    n = int(cmp["verdict"].isin([GAIN, LOSS, NO_DIFF]).sum()) if "verdict" in cmp else 0
     out.append("\n*Endpoint*: the primary endpoint of each run (log10 forget quality; see the method section), paired by seed. "
                "A verdict word appears only when the 95 % bootstrap interval of the paired difference excludes 0; "
-               "otherwise the line says *no detectable difference* and the smallest effect this design could detect. "
+               "otherwise the line says *no detectable difference* and the smallest effect this design could detect; "
+               "*not measured* when every pair's primary endpoint is the target itself (step 0). "
                f"*Multiplicity*: {n} comparisons at 95 % each: if no variant differed from its base, about {0.05 * n:.1f} of "
                "them would still exclude 0 by chance, so read a single gain or loss as a hypothesis, a consistent "
                "direction across models and objectives as evidence.")
