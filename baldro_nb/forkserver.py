@@ -15,22 +15,24 @@ __all__ = ['FORK_PRELOAD', 'LIVE_KERNELS', 'KERNEL_HOOKS', 'fork_server_main', '
            'warm_kernel_manager']
 
 # %% ../nbs/12_forkserver.ipynb #ce27a131
-def _die_with_parent():
-    "Get SIGKILL when the parent process dies (Linux; a no-op elsewhere), so no run outlives its runner."
+def _die_with_parent(parent: int | None = None):
+    "Get SIGKILL when the parent process dies (Linux; a no-op elsewhere), so no run outlives its runner; exit at once if `parent` (its pid) is gone already."
     try: ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except Exception: pass
+    # a parent that died between our start and the prctl never signals: we were handed to init (or a subreaper)
+    if parent is not None and os.getppid() != parent: os._exit(1)
 
 # %% ../nbs/12_forkserver.ipynb #a7f0c102
 FORK_PRELOAD = ("torch", "transformers", "datasets", "baldro_nb.data", "baldro_nb.models", "baldro_nb.finetune",
                 "baldro_nb.training", "baldro_nb.evaluation", "baldro_nb.vocab", "rouge_score.rouge_scorer",
                 "ipykernel.kernelapp")
 
-def _fork_child(srv, conn, req: dict, fds: list[int]):
-    "In the forked child: become the kernel papermill asked for (never returns)."
+def _fork_child(srv, conn, req: dict, fds: list[int], server: int):
+    "In the forked child of the fork server (pid `server`): become the kernel papermill asked for (never returns)."
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL); signal.signal(signal.SIGINT, signal.SIG_DFL)  # ipykernel takes SIGINT over
         srv.close(); conn.close()
-        os.setsid(); _die_with_parent()                          # own process group (for interrupts); dies with the server
+        os.setsid(); _die_with_parent(server)                    # own process group (for interrupts); dies with the server
         nul = os.open(os.devnull, os.O_RDONLY); os.dup2(nul, 0); os.close(nul)
         for fd, target in zip(fds, (1, 2)): os.dup2(fd, target); os.close(fd)
         os.chdir(req["cwd"]); os.environ.clear(); os.environ.update(req["env"])
@@ -45,7 +47,7 @@ def _fork_child(srv, conn, req: dict, fds: list[int]):
 def fork_server_main(path: str, preload=FORK_PRELOAD):
     "The fork server: import `preload`, listen on the unix socket `path`, fork one kernel per request."
     import importlib, socket
-    _die_with_parent()
+    _die_with_parent(int(os.environ.get("BALDRO_FORK_PARENT", "0")) or None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches the whole process group: the runner decides, not the server
     for m in preload:
         try: importlib.import_module(m)
@@ -63,8 +65,8 @@ def fork_server_main(path: str, preload=FORK_PRELOAD):
         try:
             msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 2)
             sys.stdout.flush(); sys.stderr.flush()
-            pid = os.fork()
-            if pid == 0: _fork_child(srv, conn, json.loads(msg), fds)
+            me = os.getpid(); pid = os.fork()
+            if pid == 0: _fork_child(srv, conn, json.loads(msg), fds, me)
             for fd in fds: os.close(fd)
             conn.send(json.dumps({"pid": pid}).encode())
         except Exception as e: print(f"fork server: request failed: {e}", file=sys.stderr)
@@ -75,7 +77,8 @@ class ForkServer:
     def __init__(self, env: dict | None = None, cwd=None, preload=FORK_PRELOAD):
         self.dir = Path(tempfile.mkdtemp(prefix="baldro-fork-")); self.path = str(self.dir/"s")
         self.proc = subprocess.Popen([sys.executable, "-m", "baldro_nb.forkserver", self.path, *preload],
-                                     env={**os.environ, **(env or {})}, cwd=cwd, stdin=subprocess.DEVNULL,
+                                     env={**os.environ, **(env or {}), "BALDRO_FORK_PARENT": str(os.getpid())},
+                                     cwd=cwd, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL)
     def ready(self, timeout: float = 120, cancel=lambda: False) -> bool:
         t0 = time.time()
