@@ -12,7 +12,7 @@ per-rank means either). What remains is float32 round-off from the different sum
 
 A `sitecustomize` on PYTHONPATH (this test only) records every file each rank writes through `core.atomic_write` and
 saves rank 0's final weights at exit, so the run folders stay as they are."""
-import json, os, subprocess, sys
+import json, os, shutil, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -73,9 +73,17 @@ def _launch(prep, name, batch_size, *accel):
     (d/"params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": str(prep["dir"]/"hook"), "DDP_TEST_DIR": str(d), "TOKENIZERS_PARALLELISM": "false",
            "OMP_NUM_THREADS": "1"}   # both runs: one thread per process (tiny matmuls; threads only contend)
-    r = subprocess.run(["bash", "tools/launch.sh", "configs/accelerate/cpu_ddp.yaml", "nbs/experiments/unlearn.ipynb",
-                        str(d/"params.yaml"), str(d/"run"), *accel], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=600)
+    launch = lambda: subprocess.run(["bash", "tools/launch.sh", "configs/accelerate/cpu_ddp.yaml",
+                                     "nbs/experiments/unlearn.ipynb", str(d/"params.yaml"), str(d/"run"), *accel],
+                                    cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    r = launch()
+    if r.returncode != 0 and "SIGABRT" in r.stderr:
+        # seen once in six full suite runs (2026-12-01): a rank of the 2-process launch aborted (SIGABRT) and passed on
+        # rerun; the cause is not known yet. One retry from a clean folder, the first attempt kept next to it and printed
+        (d/"first_attempt.log").write_text(r.stdout + "\n----- stderr -----\n" + r.stderr)
+        print(f"DDP launch aborted with SIGABRT; retrying once (log: {d/'first_attempt.log'}):\n{r.stderr[-4000:]}")
+        shutil.rmtree(d/"run", ignore_errors=True); (d/"writes.txt").unlink(missing_ok=True)
+        r = launch()
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     writes = [l.split(" ", 1) for l in (d/"writes.txt").read_text().splitlines()]
     files = sorted(str(p.relative_to(d/"run")) for p in (d/"run").rglob("*") if p.is_file())
