@@ -16,7 +16,7 @@ from .vocab import (RESULT_COLUMNS, NUMERIC_COLUMNS, VARIANT_LABELS, BASE_VARIAN
 from .grid import load_runs
 
 # %% auto #0
-__all__ = ['BASE', 'DV', 'GROUP', 'VARIANTS', 'GAIN', 'LOSS', 'NO_DIFF', 'FEW_PAIRS', 'NOT_MEASURED', 'IDENTICAL', 'VERDICTS',
+__all__ = ['BASE', 'DV', 'GROUP', 'VARIANTS', 'GAIN', 'LOSS', 'NO_DIFF', 'FEW_PAIRS', 'NOT_MEASURED', 'IDENTICAL',
            'PAIRED_ENDPOINTS', 'AUDIT', 'load_results', 'row_role', 'variant_of', 'annotate', 'main_runs',
            'epoch_summaries', 'per_sample_probs', 'read_steps', 'gib_column', 'method_table', 'compare_variants',
            'bootstrap_ci', 'detectable_effect', 'interval_verdict', 'endpoints_from_results', 'paired_comparisons',
@@ -200,7 +200,6 @@ def detectable_effect(d, level: float = 0.95, power: float = 0.8) -> float:
 
 GAIN, LOSS, NO_DIFF, FEW_PAIRS = "gain", "loss", "no detectable difference", "not enough pairs"
 NOT_MEASURED, IDENTICAL = "not measured", "identical"   # primary at step 0 in every pair; equal in every pair
-VERDICTS = (GAIN, LOSS, NO_DIFF, FEW_PAIRS, NOT_MEASURED, IDENTICAL)
 
 def interval_verdict(lo, hi, higher_is_better: bool = True) -> str:
     "'gain' / 'loss' when the interval excludes 0, else 'no detectable difference' (NaN interval: 'not enough pairs')."
