@@ -53,8 +53,8 @@ def _fork_servers():
 
 def _survivors(pids=None, within: float = 20.0) -> dict:
     """Fork-server processes (of `pids`, or all) still there after waiting up to `within` s, with their /proc state.
-    A SIGKILLed process that has torch loaded can take a few seconds to exit on a busy machine (seen: one still listed
-    1 s after the grid returned, in one of five full suite runs); a leaked one stays. Empty = all gone."""
+    A SIGKILLed process that has torch loaded can take a while to exit on a busy machine; a leaked one stays (seen once:
+    a kernel forked as its server died, fixed in forkserver._die_with_parent). Empty = all gone."""
     t0 = time.time()
     while True:
         left = [p for p in _fork_servers() if pids is None or p in set(pids)]
