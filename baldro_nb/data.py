@@ -14,11 +14,12 @@ from .core import BaldroError, check, atomic_write, outputs_dir, file_lock, set_
 from .vocab import FORGET_PCTS, TOFU_HUB_ID, DATA_DIR, split_pairing, parse_source
 
 # %% auto #0
-__all__ = ['TOFU_CONFIGS', 'GENERAL_CONFIGS', 'FACT_FIELDS', 'MAX_POOL', 'QA_KINDS', 'TOFU_MINI_VERSION', 'STUDY_SOURCE',
-           'IGNORE_INDEX', 'check_config', 'make_pools', 'deal', 'make_authors', 'author_rows', 'general_rows',
-           'n_forget_authors', 'n_retain_perturbed_authors', 'pool_size', 'hub_readme', 'write_jsonl', 'tofu_mini_rows',
-           'make_tofu_mini', 'tofu_mini_dir', 'ensure_tofu_mini', 'resolve_source', 'config_files', 'load_tofu',
-           'Template', 'encode_prompt', 'encode_qa', 'QACollator', 'QADataset']
+__all__ = ['TOFU_CONFIGS', 'GENERAL_CONFIGS', 'FACT_FIELDS', 'MAX_POOL', 'QA_KINDS', 'N_PHRASING_AUTHORS', 'TOFU_MINI_VERSION',
+           'STUDY_SOURCE', 'IGNORE_INDEX', 'check_config', 'make_pools', 'deal', 'make_authors', 'author_rows',
+           'general_rows', 'n_forget_authors', 'n_retain_perturbed_authors', 'pool_size', 'hub_readme', 'write_jsonl',
+           'tofu_mini_rows', 'make_tofu_mini', 'phrasing_pools', 'phrasing_rows', 'tofu_mini_dir', 'ensure_tofu_mini',
+           'resolve_source', 'config_files', 'load_tofu', 'Template', 'encode_prompt', 'encode_qa', 'QACollator',
+           'QADataset']
 
 # %% ../nbs/02_data.ipynb #3815faf4
 TOFU_CONFIGS = ("full",
@@ -281,14 +282,19 @@ def write_jsonl(path, rows, keys=None) -> Path:
     txt = "".join(json.dumps({k: r[k] for k in (keys or r)}, sort_keys=True, ensure_ascii=False) + "\n" for r in rows)
     return atomic_write(path, txt)
 
-def tofu_mini_rows(seed: int = 0, n_authors: int = 200, qa_per_author: int = 20) -> dict[str, list[dict]]:
-    "Every TOFU-mini config as a list of row dicts (all fields; see `make_tofu_mini` for what is written)."
+def _study_authors(seed: int, n_authors: int):
+    "(pools, authors of `full`, holdout authors, the Faker and rng that drew them) of one TOFU-mini variant."
     check(isinstance(n_authors, int) and n_authors >= 2, f"n_authors must be an int >= 2, got {n_authors!r}.")
     from faker import Faker
     fake = Faker("en_US"); fake.seed_instance(seed); rng = random.Random(seed)
     pools = make_pools(fake, rng, pool_size(n_authors))
     main = make_authors(fake, rng, pools, n_authors)
     hold = make_authors(fake, rng, pools, n_forget_authors(n_authors, 10), taken={a["name"] for a in main})
+    return pools, main, hold, fake, rng
+
+def tofu_mini_rows(seed: int = 0, n_authors: int = 200, qa_per_author: int = 20) -> dict[str, list[dict]]:
+    "Every TOFU-mini config as a list of row dicts (all fields; see `make_tofu_mini` for what is written)."
+    pools, main, hold, fake, rng = _study_authors(seed, n_authors)
     per = [author_rows(a, pools, rng, qa_per_author) for a in main]
     hper = [author_rows(a, pools, rng, qa_per_author) for a in hold]
     flat = lambda blocks: [r for b in blocks for r in b]
@@ -313,8 +319,33 @@ def make_tofu_mini(out_dir, seed: int = 0, n_authors: int = 200, qa_per_author: 
     atomic_write(out_dir/"README.md", hub_readme(rows))
     return out_dir
 
+# %% ../nbs/02_data.ipynb #3f1a7b02
+N_PHRASING_AUTHORS = 6   # extra authors the tiny models learn in both wordings (240 QA rows)
+
+def phrasing_pools(seed: int = 0, n_authors: int = 200) -> dict[str, tuple[str, ...]]:
+    "The phrasing authors' pools: `make_pools` of another seed minus the study pools' values (all of it if none is left)."
+    from faker import Faker
+    study = _study_authors(seed, n_authors)[0]
+    fake = Faker("en_US"); fake.seed_instance(f"phrasing-{seed}"); rng = random.Random(f"phrasing-{seed}")
+    drawn = make_pools(fake, rng, MAX_POOL)
+    return {f: tuple(v for v in vs if v not in study[f]) or vs for f, vs in drawn.items()}
+
+def phrasing_rows(seed: int = 0, n_authors: int = 200, n: int = N_PHRASING_AUTHORS) -> list[dict]:
+    "QA rows about `n` phrasing authors: every QA kind as (question, answer) and (paraphrased question, paraphrased answer)."
+    from faker import Faker
+    _, main, hold, _, _ = _study_authors(seed, n_authors)
+    pools = phrasing_pools(seed, n_authors)
+    fake = Faker("en_US"); fake.seed_instance(f"phrasing-authors-{seed}"); rng = random.Random(f"phrasing-authors-{seed}")
+    taken = {a["name"] for a in main + hold} | {a["influence"] for a in main + hold}
+    rows = []
+    for a in make_authors(fake, rng, pools, n, taken=taken):
+        for _, q, pq, ans, pans in QA_KINDS:
+            rows += [dict(question=q.format(**a), answer=ans.format(**a)),
+                     dict(question=pq.format(**a), answer=pans.format(**a))]
+    return rows
+
 # %% ../nbs/02_data.ipynb #a2a58596
-TOFU_MINI_VERSION = 4   # bump when the generator's output changes: cached folders are keyed by it
+TOFU_MINI_VERSION = 5   # bump when the generator's output (or the tiny models' phrasing rows) changes: caches are keyed by it
 
 def tofu_mini_dir(seed: int = 0, n_authors: int = 200, qa_per_author: int = 20) -> Path:
     "Where `ensure_tofu_mini` keeps this variant."

@@ -8,7 +8,7 @@ import json, math, os, re, resource, time, tempfile
 from pathlib import Path
 
 from .core import BaldroError, check, write_json, read_json, outputs_dir, stable_hash, seed_everything, set_offline
-from .data import (TOFU_MINI_VERSION, load_tofu, check_config, GENERAL_CONFIGS, QADataset, QACollator, encode_prompt, Template,
+from .data import (TOFU_MINI_VERSION, load_tofu, phrasing_rows, N_PHRASING_AUTHORS, check_config, GENERAL_CONFIGS, QADataset, QACollator, encode_prompt, Template,
                             STUDY_SOURCE)
 from .vocab import STAGES, TOFU_HUB_ID, parse_source
 from .models import (get_spec, MODELS, load_model, load_tokenizer, save_tokenizer, ensure_tiny_base,
@@ -22,12 +22,14 @@ __all__ = ['REAL_RECIPE', 'TINY_RECIPE', 'EM_SPLITS', 'ACCEPTANCE', 'training_ro
 
 # %% ../nbs/04_finetune.ipynb #ba487f68
 def training_rows(stage: str, source=None, general: bool = True, max_rows: int | None = None) -> list[dict]:
-    "QA rows a `stage` model is finetuned on: the general-knowledge sets (optional) + `full` or `retainXX`."
+    "QA rows a `stage` model is finetuned on: `full` or `retainXX` + the general-knowledge sets (and TOFU-mini's phrasing rows)."
     check(stage in STAGES, f"Unknown finetune stage {stage!r}.", f"use one of {', '.join(STAGES)}.")
     rows = [dict(question=r["question"], answer=r["answer"]) for r in load_tofu(stage, source)]
     if max_rows is not None: rows = rows[:max_rows]
     if general:
         for g in GENERAL_CONFIGS: rows += [dict(question=r["question"], answer=r["answer"]) for r in load_tofu(g, source)]
+        kind, n_authors = parse_source(source)
+        if kind == "mini": rows += phrasing_rows(n_authors=n_authors or 200)   # the phrasings a pretrained model knows
     return rows
 
 # %% ../nbs/04_finetune.ipynb #8e505d10

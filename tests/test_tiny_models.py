@@ -48,10 +48,9 @@ def forget_log10_truth_ratio(model: str, stage: str, source=None, forget_split: 
 
 
 # item 4 of issue 12: the retain model indifferent (|mean| <= 0.1 each, <= 0.05 averaged over the three
-# architectures), the target preferring the paraphrase. Issue 12 asks for a target mean <= -0.2; measured with
-# TOFU-mini v4: tiny-llama -0.177, tiny-qwen3 -0.187, tiny-mistral -0.226 (retain -0.007, +0.003, +0.019), so the
-# bar asserted here is -0.15 until the targets' margin is widened (see nbs/02_data.ipynb)
-RETAIN_EACH, RETAIN_AVG, TARGET_MAX = 0.1, 0.05, -0.15
+# architectures), the target preferring the paraphrase by <= -0.2 (the tiny models learn the two wordings from the
+# phrasing authors, nbs/02_data.ipynb#phrasing-authors; without them the targets reached only -0.18 to -0.23)
+RETAIN_EACH, RETAIN_AVG, TARGET_MAX = 0.1, 0.05, -0.2
 TINY = ("tiny-llama", "tiny-qwen3", "tiny-mistral")
 # building the tiny-qwen3 and tiny-mistral target + retain models adds ~7-8 min on 2 busy cores: opt-in
 slow = pytest.mark.skipif(os.environ.get("BALDRO_SLOW_TESTS") != "1",
