@@ -252,6 +252,11 @@ def paired_comparisons(ep: pd.DataFrame, base: str = BASE_VARIANT, **boot) -> pd
                     if _all_at_step0(b, t, seeds): r["verdict"] = NOT_MEASURED
                     elif len(seeds) > 1 and np.all(d == 0): r["verdict"] = IDENTICAL
             if "min_ess_frac" in t: r["min ESS/B"] = float(pd.to_numeric(t.loc[seeds, "min_ess_frac"], errors="coerce").max()) if seeds else np.nan
+            if seeds and {"primary_step", "n_steps"} <= set(g.columns):   # primary at the last step: still improving at the end
+                last = lambda x: int((pd.to_numeric(x.loc[seeds, "primary_step"], errors="coerce") >= pd.to_numeric(x.loc[seeds, "n_steps"], errors="coerce")).sum())
+                r["variant at last step"], r["base at last step"] = last(t), last(b)
+            if seeds and "forgotten_step" in g:
+                r["variant forgotten"], r["base forgotten"] = int(t.loc[seeds, "forgotten_step"].notna().sum()), int(b.loc[seeds, "forgotten_step"].notna().sum())
             rows.append(r)
     return pd.DataFrame(rows)
 
@@ -286,7 +291,15 @@ def _pair_line(r) -> str:
         s += f" (the design detects |Δ| ≥ {r['detectable Δ log10 FQ']:.2f})"
     if "Δ MU" in r and np.isfinite(r.get("Δ MU lo", np.nan)): s += f"; Δ MU {_ci(r, 'Δ MU', 3)}"
     if np.isfinite(r.get("min ESS/B", np.nan)): s += f"; min ESS/B ≤ {r['min ESS/B']:.2f}"
-    return s + f" ({int(r['n_pairs'])} paired seeds)"
+    n = int(r["n_pairs"])
+    if v in (GAIN, LOSS, NO_DIFF) and np.isfinite(r.get("variant forgotten", np.nan)):
+        s += f"; forgotten in {int(r['variant forgotten'])}/{n} runs (base {int(r['base forgotten'])}/{n})"
+    behind = {LOSS: ("variant", "slower", "worse"), GAIN: ("base", "faster", "better")}.get(v)   # the arm that is behind
+    k = r.get(f"{behind[0]} at last step", np.nan) if behind else np.nan
+    if np.isfinite(k) and k > 0:
+        s += (f"; *caveat*: the {behind[0]}'s primary endpoint is its last step in {int(k)}/{n} runs (still improving "
+              f"when the shared schedule ended), so part of this {v} may be {behind[1]} forgetting rather than a {behind[2]} end point")
+    return s + f" ({n} paired seeds)"
 
 def answers_markdown(cmp: pd.DataFrame, control: dict | None = None, transfer_model: str | None = None,
                      paper_objectives=("NPO", "SimNPO", "SatImp"), question_objectives=("NPO", "WGA", "TNPO")) -> str:
