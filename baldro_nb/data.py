@@ -322,10 +322,10 @@ def make_tofu_mini(out_dir, seed: int = 0, n_authors: int = 200, qa_per_author: 
 # %% ../nbs/02_data.ipynb #3f1a7b02
 N_PHRASING_AUTHORS = 6   # extra authors the tiny models learn in both wordings (240 QA rows)
 
-def phrasing_pools(seed: int = 0, n_authors: int = 200) -> dict[str, tuple[str, ...]]:
-    "The phrasing authors' pools: `make_pools` of another seed minus the study pools' values (all of it if none is left)."
+def phrasing_pools(seed: int = 0, n_authors: int = 200, study: dict | None = None) -> dict[str, tuple[str, ...]]:
+    "The phrasing authors' pools: `make_pools` of another seed minus the `study` pools' values (all of it if none is left)."
     from faker import Faker
-    study = _study_authors(seed, n_authors)[0]
+    study = study or _study_authors(seed, n_authors)[0]
     fake = Faker("en_US"); fake.seed_instance(f"phrasing-{seed}"); rng = random.Random(f"phrasing-{seed}")
     drawn = make_pools(fake, rng, MAX_POOL)
     return {f: tuple(v for v in vs if v not in study[f]) or vs for f, vs in drawn.items()}
@@ -333,8 +333,8 @@ def phrasing_pools(seed: int = 0, n_authors: int = 200) -> dict[str, tuple[str, 
 def phrasing_rows(seed: int = 0, n_authors: int = 200, n: int = N_PHRASING_AUTHORS) -> list[dict]:
     "QA rows about `n` phrasing authors: every QA kind as (question, answer) and (paraphrased question, paraphrased answer)."
     from faker import Faker
-    _, main, hold, _, _ = _study_authors(seed, n_authors)
-    pools = phrasing_pools(seed, n_authors)
+    study, main, hold, _, _ = _study_authors(seed, n_authors)
+    pools = phrasing_pools(seed, n_authors, study)
     fake = Faker("en_US"); fake.seed_instance(f"phrasing-authors-{seed}"); rng = random.Random(f"phrasing-authors-{seed}")
     taken = {a["name"] for a in main + hold} | {a["influence"] for a in main + hold}
     rows = []

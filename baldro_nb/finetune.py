@@ -8,7 +8,7 @@ import json, math, os, re, resource, time, tempfile
 from pathlib import Path
 
 from .core import BaldroError, check, write_json, read_json, outputs_dir, stable_hash, seed_everything, set_offline
-from .data import (TOFU_MINI_VERSION, load_tofu, phrasing_rows, N_PHRASING_AUTHORS, check_config, GENERAL_CONFIGS, QADataset, QACollator, encode_prompt, Template,
+from .data import (TOFU_MINI_VERSION, load_tofu, phrasing_rows, check_config, GENERAL_CONFIGS, QADataset, QACollator, encode_prompt, Template,
                             STUDY_SOURCE)
 from .vocab import STAGES, TOFU_HUB_ID, parse_source
 from .models import (get_spec, MODELS, load_model, load_tokenizer, save_tokenizer, ensure_tiny_base,
