@@ -52,9 +52,77 @@ def _device(model):
     except StopIteration: return torch.device("cpu")
 
 # %% ../nbs/10_evaluation.ipynb #b0147ef2
+def _full_logits(model, dec, head, seqs, label_starts, idx, pad_id: int, attn_mask: str, position_ids: str, dev):
+    "(logits, targets) of the labelled tokens of `idx`, in order: every sequence whole, right-padded (the reference's way)."
+    import torch
+    L = max(len(seqs[i]) for i in idx)
+    ids = torch.full((len(idx), L), int(pad_id), dtype=torch.long)
+    real = torch.zeros((len(idx), L), dtype=torch.bool)
+    for r, i in enumerate(idx):
+        ids[r, :len(seqs[i])] = torch.tensor(seqs[i]); real[r, :len(seqs[i])] = True
+    mask = ids.ne(int(pad_id)) if attn_mask == "reference" else real
+    pos = (torch.arange(L).expand(len(idx), L) if position_ids == "arange"
+           else (mask.long().cumsum(-1) - 1).clamp(min=0))
+    rows, cols = [], []
+    for r, i in enumerate(idx):
+        t = torch.arange(label_starts[i], len(seqs[i])); rows.append(torch.full_like(t, r)); cols.append(t)
+    rows, cols = torch.cat(rows), torch.cat(cols)
+    kw = dict(input_ids=ids.to(dev), attention_mask=mask.long().to(dev), position_ids=pos.to(dev), use_cache=False)
+    if dec is not None:
+        h = dec(**kw)[0]
+        logits = head(h[rows.to(dev), (cols - 1).to(dev)]).float()
+    else:
+        logits = model(**kw).logits[rows.to(dev), (cols - 1).to(dev)].float()
+    return logits, ids[rows, cols].to(dev)
+
+def _score_batches(seqs, label_starts, grp, batch_size: int, share: bool) -> list[list[int]]:
+    "Index batches, shortest first inside each group (groups never share a batch); with `share`, the sequences of one prompt stay in one batch."
+    n, out = len(seqs), []
+    for g in sorted(set(grp)):
+        if not share:
+            o = sorted((i for i in range(n) if grp[i] == g), key=lambda i: len(seqs[i]))
+            out += [o[b:b + batch_size] for b in range(0, len(o), batch_size)]; continue
+        units, cur = {}, []
+        for i in range(n):
+            if grp[i] == g: units.setdefault(tuple(seqs[i][:label_starts[i]]), []).append(i)
+        for u in sorted(units.values(), key=lambda u: (label_starts[u[0]], u[0])):
+            if cur and len(cur) + len(u) > batch_size: out.append(cur); cur = []
+            cur += u
+        if cur: out.append(cur)
+    return out
+
+def _shared_prompt_logits(dec, head, seqs, label_starts, idx, pad_id: int, attn_mask: str, position_ids: str, dev):
+    "(logits, targets) of the labelled tokens of `idx`, in order: each distinct prompt runs once, its KV cache serves every answer that follows it."
+    import torch
+    P = list(dict.fromkeys(tuple(seqs[i][:label_starts[i]]) for i in idx))         # distinct prompts, first-seen order
+    at = {p: r for r, p in enumerate(P)}
+    rix = torch.tensor([at[tuple(seqs[i][:label_starts[i]])] for i in idx]); plen = torch.tensor([len(p) for p in P])
+    conts = [seqs[i][label_starts[i]:] for i in idx]
+    def padded(rows):                                      # right padding, as the full path: no query row is all masked
+        L = max(map(len, rows)); ids = torch.full((len(rows), L), int(pad_id), dtype=torch.long); real = torch.zeros_like(ids, dtype=torch.bool)
+        for r, x in enumerate(rows): ids[r, :len(x)] = torch.tensor(x); real[r, :len(x)] = True
+        return ids, (ids.ne(int(pad_id)) if attn_mask == "reference" else real)
+    (pid, pm), (cid, cm) = padded(P), padded(conts)
+    am = torch.cat([pm[rix], cm], 1)                       # an answer's keys: its prompt's (pads masked), then its own
+    if position_ids == "arange":                           # the full sequence's 0..len-1, prompt pads skipped
+        ppos = torch.arange(pid.shape[1]).expand_as(pid); cpos = plen[rix][:, None] + torch.arange(cid.shape[1])[None]
+    else:
+        ppos = (pm.long().cumsum(-1) - 1).clamp(min=0); cpos = (pm[rix].long().sum(-1, keepdim=True) + cm.long().cumsum(-1) - 1).clamp(min=0)
+    o = dec(input_ids=pid.to(dev), attention_mask=pm.long().to(dev), position_ids=ppos.to(dev), use_cache=True)
+    cache = o.past_key_values
+    if isinstance(cache, tuple):                           # transformers that return the legacy tuple
+        from transformers import DynamicCache
+        cache = DynamicCache.from_legacy_cache(tuple((k[rix.to(dev)], v[rix.to(dev)]) for k, v in cache))
+    else: cache.batch_select_indices(rix.to(dev))
+    hc = dec(input_ids=cid.to(dev), attention_mask=am.long().to(dev), position_ids=cpos.to(dev), past_key_values=cache,
+             use_cache=True).last_hidden_state
+    hp = o.last_hidden_state[torch.arange(len(P)).to(dev), (plen - 1).to(dev)]   # each prompt's last position predicts its answers' first token
+    H = torch.cat([torch.cat([hp[int(rix[j])][None], hc[j, :len(c) - 1]]) for j, c in enumerate(conts)])
+    return head(H).float(), torch.tensor([t for c in conts for t in c]).to(dev)
+
 def score_sequences(model, seqs, label_starts, pad_id: int, batch_size: int = 32, attn_mask: str = "reference",
-                    position_ids: str = "arange", token_stats=(), groups=None) -> Scored:
-    "Average NLL (labelled tokens incl. eos) and EM matches (minus last token) of each sequence, in one pass; per-token log p, μ, σ² of the `token_stats` ones; `groups` never share a batch."
+                    position_ids: str = "arange", token_stats=(), groups=None, share_prompts: bool = False) -> Scored:
+    "Average NLL (labelled tokens incl. eos) and EM matches (minus last token) of each sequence, in one pass; per-token log p, μ, σ² of the `token_stats` ones; `groups` never share a batch; `share_prompts`: each prompt runs once."
     import torch
     check(attn_mask in ("reference", "real"), f"attn_mask must be 'reference' or 'real', got {attn_mask!r}.")
     check(position_ids in ("arange", "cumsum"), f"position_ids must be 'arange' or 'cumsum', got {position_ids!r}.")
@@ -68,34 +136,18 @@ def score_sequences(model, seqs, label_starts, pad_id: int, batch_size: int = 32
     check(len(grp) == n, f"groups has {len(grp)} entries for {n} sequences.")
     dec, head = _split_model(model); dev = _device(model)
     avg = np.zeros(n); ntok = np.zeros(n, dtype=int); match = [None] * n; nf = 0; tlp, tmu, tvar = {}, {}, {}
-    order = sorted(range(n), key=lambda i: len(seqs[i]))
-    batches = []                                             # by length inside each group; groups never share a batch
-    for g in sorted(set(grp)):
-        o = [i for i in order if grp[i] == g]; batches += [o[b:b + batch_size] for b in range(0, len(o), batch_size)]
+    share = share_prompts and dec is not None
+    batches = _score_batches(seqs, label_starts, grp, batch_size, share)
     was_training = model.training; model.eval()
     try:
         with torch.inference_mode():
             for idx in batches:
-                L = max(len(seqs[i]) for i in idx)
-                ids = torch.full((len(idx), L), int(pad_id), dtype=torch.long)
-                real = torch.zeros((len(idx), L), dtype=torch.bool)
-                for r, i in enumerate(idx):
-                    ids[r, :len(seqs[i])] = torch.tensor(seqs[i]); real[r, :len(seqs[i])] = True
-                mask = ids.ne(int(pad_id)) if attn_mask == "reference" else real
-                pos = (torch.arange(L).expand(len(idx), L) if position_ids == "arange"
-                       else (mask.long().cumsum(-1) - 1).clamp(min=0))
-                rows, cols = [], []
-                for r, i in enumerate(idx):
-                    t = torch.arange(label_starts[i], len(seqs[i])); rows.append(torch.full_like(t, r)); cols.append(t)
-                rows, cols = torch.cat(rows), torch.cat(cols)
-                kw = dict(input_ids=ids.to(dev), attention_mask=mask.long().to(dev), position_ids=pos.to(dev), use_cache=False)
-                if dec is not None:
-                    h = dec(**kw)[0]
-                    logits = head(h[rows.to(dev), (cols - 1).to(dev)]).float()
+                if share:
+                    logits, tgt = _shared_prompt_logits(dec, head, seqs, label_starts, idx, pad_id, attn_mask, position_ids, dev)
+                    nf += 2
                 else:
-                    logits = model(**kw).logits[rows.to(dev), (cols - 1).to(dev)].float()
-                nf += 1
-                tgt = ids[rows, cols].to(dev)
+                    logits, tgt = _full_logits(model, dec, head, seqs, label_starts, idx, pad_id, attn_mask, position_ids, dev)
+                    nf += 1
                 nll = -torch.log_softmax(logits, -1).gather(-1, tgt[:, None])[:, 0]
                 hit = (logits.argmax(-1) == tgt).cpu().numpy(); nll = nll.double().cpu().numpy()
                 offs = np.cumsum([0] + [len(seqs[i]) - label_starts[i] for i in idx])
@@ -326,8 +378,8 @@ def evaluate_tofu(model, tokenizer, template: Template, source=None, forget_spli
                   retain_logs=None, batch_size: int = 32, out_dir=None, gibberish="offline",
                   max_new_tokens: int = 200, question_key: str = "question", sets=("forget", "retain", "ra", "wf", "holdout"),
                   attn_mask: str = "reference", position_ids: str = "arange", tr_forget: str = "closer_to_1_better",
-                  generate: bool = True, stats: dict | None = None) -> tuple[dict, dict]:
-    "Full TOFU evaluation in one pass -> (TOFU_EVAL logs, TOFU_SUMMARY); writes both to `out_dir` if given."
+                  generate: bool = True, stats: dict | None = None, share_prompts: bool = False) -> tuple[dict, dict]:
+    "Full TOFU evaluation in one pass -> (TOFU_EVAL logs, TOFU_SUMMARY); writes both to `out_dir` if given; `share_prompts`: see `score_sequences`."
     t0 = time.time()
     check(tokenizer.pad_token_id is not None or tokenizer.eos_token_id is not None, "tokenizer has neither pad nor eos.")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -345,7 +397,7 @@ def evaluate_tofu(model, tokenizer, template: Template, source=None, forget_spli
     groups = [int(n == "holdout") for n, e in enc.items() for _ in e.seqs]      # holdout rows batch on their own
     mia_ids = mia_seq_ids(enc) if all(k in enc for k in MIA_SETS) else []
     t1 = time.time()
-    scored = score_sequences(model, flat_s, flat_st, pad, batch_size, attn_mask, position_ids, mia_ids, groups)
+    scored = score_sequences(model, flat_s, flat_st, pad, batch_size, attn_mask, position_ids, mia_ids, groups, share_prompts)
     t2 = time.time(); gens, gcalls = {}, 0
     if generate:
         for s, e in enc.items():

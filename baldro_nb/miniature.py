@@ -54,7 +54,7 @@ def calibrate_beta_dv(per_sample_losses, floor: float = 1e-4) -> float:
 def utility_point(model, tokenizer, template, source, forget_split: str, batch_size: int = 64, max_new_tokens: int = 32) -> float:
     "Model utility now: the retain, real-author and world-fact sets, scored and generated."
     _, su = evaluate_tofu(model, tokenizer, template, source=source, forget_split=forget_split, batch_size=batch_size,
-                          sets=("retain", "ra", "wf"), generate=True, max_new_tokens=max_new_tokens)
+                          sets=("retain", "ra", "wf"), generate=True, max_new_tokens=max_new_tokens, share_prompts=True)
     return su.get("model_utility")
 
 def eval_point(model, tokenizer, template, source, forget_split: str, retain_tr, full: bool = False, batch_size: int = 64,
@@ -62,7 +62,7 @@ def eval_point(model, tokenizer, template, source, forget_split: str, retain_tr,
     "(summary, per-row forget probabilities) of the model now: forget-only; model utility too when `full`; the forget generations' gibberish score when `gibberish`."
     from scipy.stats import ks_2samp
     logs, s = evaluate_tofu(model, tokenizer, template, source=source, forget_split=forget_split, retain_logs=retain_tr,
-                            batch_size=batch_size, sets=("forget",), generate=gibberish, max_new_tokens=max_new_tokens)
+                            batch_size=batch_size, sets=("forget",), generate=gibberish, max_new_tokens=max_new_tokens, share_prompts=True)
     tr = np.array([v["score"] for v in logs["forget_truth_ratio"]["value_by_index"].values()], dtype=np.float64)
     probs = [float(v["prob"]) for v in logs["forget_Q_A_Prob"]["value_by_index"].values()]
     mu = utility_point(model, tokenizer, template, source, forget_split, batch_size, max_new_tokens) if full else None
