@@ -14,8 +14,8 @@ from .core import BaldroError, check
 from .vocab import OBJECTIVE_NAMES, objective_key
 
 # %% auto #0
-__all__ = ['OBJECTIVES', 'token_nll', 'seq_stats', 'ForgetLoss', 'grad_ascent', 'npo', 'simnpo', 'satimp', 'wga', 'tnpo',
-           'get_objective', 'forget_loss', 'retain_nll', 'retain_kl']
+__all__ = ['OBJECTIVES', 'token_nll', 'seq_stats', 'model_nll', 'ForgetLoss', 'grad_ascent', 'npo', 'simnpo', 'satimp', 'wga',
+           'tnpo', 'get_objective', 'forget_loss', 'retain_nll', 'retain_kl']
 
 # %% ../nbs/05_objectives.ipynb #f1fbf1e4
 def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,6 +32,20 @@ def seq_stats(nll: torch.Tensor, mask: torch.Tensor):
     "Per-sequence `S_i` (sum NLL), `n_i` (valid tokens) and `ℓ̄_i = S_i / max(n_i, 1)`."
     S = (nll * mask).sum(-1); n = mask.sum(-1)
     return S, n, S / n.clamp(min=1)
+
+# %% ../nbs/05_objectives.ipynb #3c9d2e71
+def model_nll(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    "`token_nll` of `model` on `batch` (input_ids, attention_mask, labels), the output layer applied only at labelled positions."
+    dec = head = None
+    try: dec, head = model.get_decoder(), model.get_output_embeddings()
+    except (AttributeError, NotImplementedError): pass
+    cfg = getattr(model, "config", None)
+    if dec is None or head is None or getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
+        return token_nll(model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits, batch["labels"])
+    h = dec(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False).last_hidden_state
+    lb = batch["labels"][:, 1:]; mask = lb != -100
+    vals = F.cross_entropy(head(h[:, :-1][mask]).float(), lb[mask], reduction="none")
+    return torch.zeros(lb.shape, dtype=vals.dtype, device=vals.device).masked_scatter(mask, vals), mask
 
 # %% ../nbs/05_objectives.ipynb #a6d31f63
 @dataclass

@@ -11,7 +11,7 @@ import torch
 import torch.distributed
 
 from .core import BaldroError, check
-from .objectives import ForgetLoss, token_nll, seq_stats
+from .objectives import ForgetLoss, token_nll, model_nll, seq_stats
 from .vocab import UNITS, DIRECTIONS, POOLS, REWEIGHTING_PARAMS
 
 _DV = REWEIGHTING_PARAMS["dv"]   # DV's parameters and defaults, as a user writes them
@@ -175,9 +175,7 @@ def take(batch: dict, idx) -> dict:
 
 def group_select(model, batch: dict, k: int) -> torch.Tensor:
     "Indices of the k sequences with the lowest current ℓ̄ (ranked under `torch.no_grad()`, no graph kept)."
-    with torch.no_grad():
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
-        _, _, lbar = seq_stats(*token_nll(logits, batch["labels"]))
+    with torch.no_grad(): _, _, lbar = seq_stats(*model_nll(model, batch))
     return torch.topk(-lbar, k).indices.sort().values
 
 # %% ../nbs/06_reweighting.ipynb #8d58bbc5

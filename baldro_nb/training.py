@@ -14,7 +14,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from .core import BaldroError, check, seed_everything, write_json
 from .data import QACollator
-from .objectives import OBJECTIVES, get_objective, token_nll, seq_stats, retain_nll, retain_kl, ForgetLoss
+from .objectives import OBJECTIVES, get_objective, token_nll, model_nll, seq_stats, retain_nll, retain_kl, ForgetLoss
 from .reweighting import make_reweighting, group_select, take, weight_stats, Group, DV
 from .vocab import COMPATS, OBJECTIVE_NAMES, REWEIGHTINGS, REWEIGHTING_PARAMS, objective_key
 
@@ -195,9 +195,7 @@ def _scatter_rows(rows: list, mask: torch.Tensor) -> torch.Tensor:
 
 # %% ../nbs/07_training.ipynb #75965ea1
 def _batch_logp(model, batch) -> list:
-    with torch.no_grad():
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
-        nll, mask = token_nll(logits, batch["labels"])
+    with torch.no_grad(): nll, mask = model_nll(model, batch)
     return [(-nll[i][mask[i]]).float() for i in range(nll.shape[0])]
 
 class RefCache:
@@ -278,10 +276,10 @@ def unlearn_loss(model, method: MethodConfig, rw, forget: dict, retain: dict | N
     if method.needs_ref: check(ref is not None, f"{method.objective} needs a reference.", "pass ref=RefCache.build(...) or LiveRef(model)")
     if use_ret and method.retain == "nll":
         both = cat_batches(forget, retain, pad_id); nf = forget["input_ids"].shape[0]
-        nll, mask = token_nll(model(input_ids=both["input_ids"], attention_mask=both["attention_mask"]).logits, both["labels"])
+        nll, mask = model_nll(model, both)
         nll_f, mask_f, nll_r, mask_r = nll[:nf], mask[:nf], nll[nf:], mask[nf:]
     else:
-        nll_f, mask_f = token_nll(model(input_ids=forget["input_ids"], attention_mask=forget["attention_mask"]).logits, forget["labels"])
+        nll_f, mask_f = model_nll(model, forget)
     fl = obj(nll_f, mask_f, ref.forget_logp(forget, mask_f) if method.needs_ref else None)
     sel_idx = [idx[i] for i in sel] if sel is not None else idx
     r = rw(fl, sel_idx)
@@ -369,7 +367,7 @@ def forget_set_losses(model, forget_ds, collator, method: MethodConfig, ref=None
             for s in range(0, len(rows), batch_size):
                 b = collator([forget_ds[i] for i in rows[s:s + batch_size]])
                 b = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in b.items()}
-                nll, mask = token_nll(model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits, b["labels"])
+                nll, mask = model_nll(model, b)
                 fl = obj(nll, mask, ref.forget_logp(b, mask) if method.needs_ref else None)
                 out.update(zip(b["index"].tolist(), fl.per_sample.float().cpu().tolist()))
     finally: model.train(was)
