@@ -13,13 +13,13 @@ fi
 # --no-compile: the byte code of the ~120 packages is not compiled at install time, only for the modules a process
 # imports, once (measured 2026-12-01, fresh venv, 2 cores: install 108 s -> 56 s; the first import of the study's
 # modules 6 s -> 16 s, later imports read the cached byte code)
-PIP="$PY -m pip --disable-pip-version-check -q --no-compile"
+PIP_INSTALL="$PY -m pip --disable-pip-version-check -q install --no-compile"
 if [ "${BALDRO_KEEP_TORCH:-0}" != "1" ]; then
-  $PY -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null || $PIP install "torch==2.13.0"
+  $PY -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null || $PIP_INSTALL "torch==2.13.0"
 fi
 # BALDRO_EXTRAS: the settings.ini extras to add (default dev: nbdev, pytest, jupyterlab); tools/main.sh sets it empty,
 # since running the study needs none of them (measured 2026-12-01: the dev extras take 46 s to install on a fresh venv)
 EXTRAS="${BALDRO_EXTRAS-dev}"
-$PIP install -e ".${EXTRAS:+[$EXTRAS]}" 2>&1 | grep -v "^WARNING: Location" || true
+$PIP_INSTALL -e ".${EXTRAS:+[$EXTRAS]}" 2>&1 | grep -v "^WARNING: Location" || true
 CHECK="baldro_nb, torch, transformers"; [[ ",$EXTRAS," == *,dev,* ]] && CHECK="$CHECK, nbdev"
 $PY -c "import $CHECK; print('installed baldro_nb', baldro_nb.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"
