@@ -36,9 +36,12 @@ def seq_stats(nll: torch.Tensor, mask: torch.Tensor):
 # %% ../nbs/05_objectives.ipynb #3c9d2e71
 def model_nll(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     "`token_nll` of `model` on `batch` (input_ids, attention_mask, labels), the output layer applied only at labelled positions."
+    from transformers import PreTrainedModel
     dec = head = None
-    try: dec, head = model.get_decoder(), model.get_output_embeddings()
-    except (AttributeError, NotImplementedError): pass
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model      # a PEFT model's own
+    if isinstance(base, PreTrainedModel):                  # not a DDP / DeepSpeed / FSDP wrapper: their forward does work
+        try: dec, head = model.get_decoder(), model.get_output_embeddings()
+        except (AttributeError, NotImplementedError): pass
     cfg = getattr(model, "config", None)
     if dec is None or head is None or getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
         return token_nll(model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits, batch["labels"])
