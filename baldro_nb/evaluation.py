@@ -15,6 +15,7 @@ from .core import BaldroError, check, read_json, write_json
 from .data import IGNORE_INDEX, Template, encode_qa, encode_prompt, load_tofu
 from .vocab import FORGET_SPLITS, MIA_ATTACKS, MODEL_UTILITY_KEYS, split_pairing
 from .gibberish import gibberish_scores
+from .objectives import split_lm
 from .metrics import (MIA_K, exact_memorization, extraction_strength, forget_quality, mia_auc, min_k_pp_score,
                                min_k_score, model_utility, normalised_prob, privleak, prob_agg, rouge_scores,
                                token_vocab_stats, truth_ratio, zlib_score)
@@ -38,14 +39,6 @@ class Scored:
     vocab_var: dict = field(default_factory=dict)    # seq -> σ² of the same, per token
 
 # %% ../nbs/10_evaluation.ipynb #571ad8d4
-def _split_model(model):
-    "(decoder, lm_head) when the model exposes them, else (None, None) -> full-logits fallback."
-    try: dec, head = model.get_decoder(), model.get_output_embeddings()
-    except Exception: return None, None
-    if dec is None or head is None or getattr(getattr(model, "config", None), "final_logit_softcapping", None):
-        return None, None
-    return dec, head
-
 def _device(model):
     import torch
     try: return next(model.parameters()).device
@@ -94,9 +87,10 @@ def _score_batches(seqs, label_starts, grp, batch_size: int, share: bool) -> lis
 def _shared_prompt_logits(dec, head, seqs, label_starts, idx, pad_id: int, attn_mask: str, position_ids: str, dev):
     "(logits, targets) of the labelled tokens of `idx`, in order: each distinct prompt runs once, its KV cache serves every answer that follows it."
     import torch
-    P = list(dict.fromkeys(tuple(seqs[i][:label_starts[i]]) for i in idx))         # distinct prompts, first-seen order
+    keys = [tuple(seqs[i][:label_starts[i]]) for i in idx]
+    P = list(dict.fromkeys(keys))                          # distinct prompts, first-seen order
     at = {p: r for r, p in enumerate(P)}
-    rix = torch.tensor([at[tuple(seqs[i][:label_starts[i]])] for i in idx]); plen = torch.tensor([len(p) for p in P])
+    rix = torch.tensor([at[k] for k in keys]); plen = torch.tensor([len(p) for p in P])
     conts = [seqs[i][label_starts[i]:] for i in idx]
     def padded(rows):                                      # right padding, as the full path: no query row is all masked
         L = max(map(len, rows)); ids = torch.full((len(rows), L), int(pad_id), dtype=torch.long); real = torch.zeros_like(ids, dtype=torch.bool)
@@ -134,7 +128,7 @@ def score_sequences(model, seqs, label_starts, pad_id: int, batch_size: int = 32
     check(all(0 <= i < n for i in want), "token_stats holds indices outside the sequence list.")
     grp = [0] * n if groups is None else list(groups)
     check(len(grp) == n, f"groups has {len(grp)} entries for {n} sequences.")
-    dec, head = _split_model(model); dev = _device(model)
+    dec, head = split_lm(model); dev = _device(model)
     avg = np.zeros(n); ntok = np.zeros(n, dtype=int); match = [None] * n; nf = 0; tlp, tmu, tvar = {}, {}, {}
     share = share_prompts and dec is not None
     batches = _score_batches(seqs, label_starts, grp, batch_size, share)

@@ -14,8 +14,8 @@ from .core import BaldroError, check
 from .vocab import OBJECTIVE_NAMES, objective_key
 
 # %% auto #0
-__all__ = ['OBJECTIVES', 'token_nll', 'seq_stats', 'model_nll', 'ForgetLoss', 'grad_ascent', 'npo', 'simnpo', 'satimp', 'wga',
-           'tnpo', 'get_objective', 'forget_loss', 'retain_nll', 'retain_kl']
+__all__ = ['OBJECTIVES', 'token_nll', 'seq_stats', 'split_lm', 'model_nll', 'ForgetLoss', 'grad_ascent', 'npo', 'simnpo',
+           'satimp', 'wga', 'tnpo', 'get_objective', 'forget_loss', 'retain_nll', 'retain_kl']
 
 # %% ../nbs/05_objectives.ipynb #f1fbf1e4
 def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,16 +34,24 @@ def seq_stats(nll: torch.Tensor, mask: torch.Tensor):
     return S, n, S / n.clamp(min=1)
 
 # %% ../nbs/05_objectives.ipynb #3c9d2e71
-def model_nll(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    "`token_nll` of `model` on `batch` (input_ids, attention_mask, labels), the output layer applied only at labelled positions."
+def split_lm(model):
+    "(decoder, output layer) of a plain or PEFT-wrapped transformers model; (None, None) for a wrapper whose forward does work (DDP, DeepSpeed, FSDP), soft-capped or scaled logits, or anything else."
     from transformers import PreTrainedModel
-    dec = head = None
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model      # a PEFT model's own
-    if isinstance(base, PreTrainedModel):                  # not a DDP / DeepSpeed / FSDP wrapper: their forward does work
-        try: dec, head = model.get_decoder(), model.get_output_embeddings()
-        except (AttributeError, NotImplementedError): pass
+    kinds = (PreTrainedModel,)
+    try: from peft import PeftModel; kinds += (PeftModel,)
+    except ImportError: pass
+    if not isinstance(model, kinds): return None, None      # a wrapper may hand out the inner model's attributes: not enough
+    try: dec, head = model.get_decoder(), model.get_output_embeddings()
+    except (AttributeError, NotImplementedError): return None, None
     cfg = getattr(model, "config", None)
     if dec is None or head is None or getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
+        return None, None
+    return dec, head
+
+def model_nll(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    "`token_nll` of `model` on `batch` (input_ids, attention_mask, labels), the output layer applied only at labelled positions."
+    dec, head = split_lm(model)
+    if dec is None:
         return token_nll(model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits, batch["labels"])
     h = dec(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False).last_hidden_state
     lb = batch["labels"][:, 1:]; mask = lb != -100
