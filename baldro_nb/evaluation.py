@@ -45,17 +45,20 @@ def _device(model):
     except StopIteration: return torch.device("cpu")
 
 # %% ../nbs/10_evaluation.ipynb #b0147ef2
+def _right_pad(rows, pad_id: int, attn_mask: str, position_ids: str):
+    "(ids, attention mask, position ids) of the token lists `rows`, right-padded: the reference mask hides every pad-valued token, the real one only the padding."
+    import torch
+    L = max(map(len, rows))
+    ids = torch.full((len(rows), L), int(pad_id), dtype=torch.long); real = torch.zeros_like(ids, dtype=torch.bool)
+    for r, x in enumerate(rows): ids[r, :len(x)] = torch.tensor(x); real[r, :len(x)] = True
+    mask = ids.ne(int(pad_id)) if attn_mask == "reference" else real
+    pos = torch.arange(L).expand(len(rows), L) if position_ids == "arange" else (mask.long().cumsum(-1) - 1).clamp(min=0)
+    return ids, mask, pos
+
 def _full_logits(model, dec, head, seqs, label_starts, idx, pad_id: int, attn_mask: str, position_ids: str, dev):
     "(logits, targets) of the labelled tokens of `idx`, in order: every sequence whole, right-padded (the reference's way)."
     import torch
-    L = max(len(seqs[i]) for i in idx)
-    ids = torch.full((len(idx), L), int(pad_id), dtype=torch.long)
-    real = torch.zeros((len(idx), L), dtype=torch.bool)
-    for r, i in enumerate(idx):
-        ids[r, :len(seqs[i])] = torch.tensor(seqs[i]); real[r, :len(seqs[i])] = True
-    mask = ids.ne(int(pad_id)) if attn_mask == "reference" else real
-    pos = (torch.arange(L).expand(len(idx), L) if position_ids == "arange"
-           else (mask.long().cumsum(-1) - 1).clamp(min=0))
+    ids, mask, pos = _right_pad([seqs[i] for i in idx], pad_id, attn_mask, position_ids)
     rows, cols = [], []
     for r, i in enumerate(idx):
         t = torch.arange(label_starts[i], len(seqs[i])); rows.append(torch.full_like(t, r)); cols.append(t)
@@ -92,16 +95,10 @@ def _shared_prompt_logits(dec, head, seqs, label_starts, idx, pad_id: int, attn_
     at = {p: r for r, p in enumerate(P)}
     rix = torch.tensor([at[k] for k in keys]); plen = torch.tensor([len(p) for p in P])
     conts = [seqs[i][label_starts[i]:] for i in idx]
-    def padded(rows):                                      # right padding, as the full path: no query row is all masked
-        L = max(map(len, rows)); ids = torch.full((len(rows), L), int(pad_id), dtype=torch.long); real = torch.zeros_like(ids, dtype=torch.bool)
-        for r, x in enumerate(rows): ids[r, :len(x)] = torch.tensor(x); real[r, :len(x)] = True
-        return ids, (ids.ne(int(pad_id)) if attn_mask == "reference" else real)
-    (pid, pm), (cid, cm) = padded(P), padded(conts)
+    (pid, pm, ppos), (cid, cm, _) = (_right_pad(x, pad_id, attn_mask, position_ids) for x in (P, conts))   # right: no query row all masked
     am = torch.cat([pm[rix], cm], 1)                       # an answer's keys: its prompt's (pads masked), then its own
-    if position_ids == "arange":                           # the full sequence's 0..len-1, prompt pads skipped
-        ppos = torch.arange(pid.shape[1]).expand_as(pid); cpos = plen[rix][:, None] + torch.arange(cid.shape[1])[None]
-    else:
-        ppos = (pm.long().cumsum(-1) - 1).clamp(min=0); cpos = (pm[rix].long().sum(-1, keepdim=True) + cm.long().cumsum(-1) - 1).clamp(min=0)
+    if position_ids == "arange": cpos = plen[rix][:, None] + torch.arange(cid.shape[1])[None]   # the full sequence's 0..len-1
+    else: cpos = (pm[rix].long().sum(-1, keepdim=True) + cm.long().cumsum(-1) - 1).clamp(min=0)
     o = dec(input_ids=pid.to(dev), attention_mask=pm.long().to(dev), position_ids=ppos.to(dev), use_cache=True)
     cache = o.past_key_values
     if isinstance(cache, tuple):                           # transformers that return the legacy tuple

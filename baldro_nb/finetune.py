@@ -17,8 +17,8 @@ from .models import (get_spec, MODELS, load_model, load_tokenizer, save_tokenize
 
 # %% auto #0
 __all__ = ['REAL_RECIPE', 'TINY_RECIPE', 'EM_SPLITS', 'ACCEPTANCE', 'training_rows', 'answer_token_loss', 'finetune',
-           'greedy_answers', 'exact_match', 'source_key', 'ensure_tiny_finetuned', 'greedy_answer_table',
-           'acceptance_failures', 'tiny_acceptance_table']
+           'greedy_answers', 'exact_match', 'source_key', 'tiny_finetuned_dir', 'ensure_tiny_finetuned',
+           'greedy_answer_table', 'acceptance_failures', 'tiny_acceptance_table']
 
 # %% ../nbs/04_finetune.ipynb #ba487f68
 def training_rows(stage: str, source=None, general: bool = True, max_rows: int | None = None) -> list[dict]:
@@ -153,15 +153,19 @@ def source_key(source) -> str | None:
     p = Path(str(source)).expanduser().resolve(); slug = re.sub(r"[^\w.-]+", "-", p.name)
     return f"local-{slug}-{stable_hash(str(p))}"
 
+def tiny_finetuned_dir(name: str, stage: str, seed: int = 0, source=None, **overrides) -> Path:
+    "Where `ensure_tiny_finetuned` keeps (or will build) that model: the stage folder, then the source key and the overrides' hash."
+    d = stage_dir(name, stage, seed)
+    key = source_key(source)
+    if key: d = d.with_name(f"{d.name}_{key}")
+    return d.with_name(f"{d.name}_{stable_hash(overrides)}") if overrides else d
+
 def ensure_tiny_finetuned(name: str, stage: str, seed: int = 0, source=None, **overrides) -> Path:
     "Folder of tiny model `name` finetuned for `stage` (`full` = target, `retainXX` = retain); built once."
     spec = get_spec(name)
     check(spec.is_tiny, f"{name} is not a tiny model.", "finetune real models with `finetune` on a GPU node.")
     check(stage in STAGES, f"Unknown finetune stage {stage!r}.", f"use one of {', '.join(STAGES)}.")
-    d = stage_dir(name, stage, seed)
-    key = source_key(source)
-    if key: d = d.with_name(f"{d.name}_{key}")
-    if overrides: d = d.with_name(f"{d.name}_{stable_hash(overrides)}")
+    d = tiny_finetuned_dir(name, stage, seed, source, **overrides)
     recipe = {**TINY_RECIPE, **overrides}
     stamp = {**recipe, "tokenizer_version": TINY_TOKENIZER_VERSION}   # what the cached folder must have been built with
     if parse_source(source)[0] == "mini": stamp["tofu_mini_version"] = TOFU_MINI_VERSION   # regenerated data: rebuilt

@@ -10,7 +10,7 @@ else a random model of the same architecture and tokenizer. Prints, per model,
 - one training step (forward + backward + AdamW, 8 forget QA) with the full logits (`token_nll`) vs `model_nll`:
   milliseconds, ratio, and the difference of the loss.
 
-Medians over `--reps` after one warm-up, one process. Asserts nothing about time.
+Median [min–max] over `--reps` after one warm-up, one process. Asserts nothing about time.
 """
 from __future__ import annotations
 import argparse, os, statistics, time
@@ -19,22 +19,26 @@ import numpy as np
 import torch
 
 
-def timed(f, reps: int) -> float:
+def timed(f, reps: int) -> list[float]:
+    "Seconds of `reps` calls of `f`, after one warm-up call."
     f(); out = []
     for _ in range(reps):
         t = time.perf_counter(); f(); out.append(time.perf_counter() - t)
-    return statistics.median(out)
+    return out
+
+
+def spread(xs: list[float], unit: float = 1.0, fmt: str = ".3f") -> str:
+    "Median [min–max] of `xs` × `unit`."
+    return f"{statistics.median(xs) * unit:{fmt}} [{min(xs) * unit:{fmt}}–{max(xs) * unit:{fmt}}]"
 
 
 def model_for(name: str):
     "(model, tokenizer, template, what) of tiny `name`: the cached target if built, else a random one."
-    from baldro_nb.core import outputs_dir
     from baldro_nb.data import STUDY_SOURCE
-    from baldro_nb.finetune import source_key
-    from baldro_nb.models import get_spec, load_model, load_tokenizer, stage_dir
-    spec = get_spec(name); d = stage_dir(name, "full", 0); k = source_key(STUDY_SOURCE)
-    if k: d = d.with_name(f"{d.name}_{k}")
-    path, what = (d, "finetuned target") if (d/"config.json").exists() else (name, "random base model")
+    from baldro_nb.finetune import tiny_finetuned_dir
+    from baldro_nb.models import get_spec, load_model, load_tokenizer
+    spec = get_spec(name); d = tiny_finetuned_dir(name, "full", 0, STUDY_SOURCE)
+    path, what = (d, "finetuned target") if (d/"DONE").exists() else (name, "random base model")
     return load_model(str(path), fast_masks=True), load_tokenizer(str(path), spec), spec.template, what
 
 
@@ -54,21 +58,23 @@ def main():
         shared = lambda: score_sequences(m, es.seqs, es.starts, pad, 64, share_prompts=True)
         d = float(np.abs(full().avg_loss - shared().avg_loss).max())
         tf, ts = timed(full, a.reps), timed(shared, a.reps)
+        r = statistics.median(ts) / statistics.median(tf)
         plen = np.mean(es.starts); slen = np.mean([len(s) for s in es.seqs])
         print(f"{name} ({what}): forget set {len(es.seqs)} sequences, prompt {plen:.1f} of {slen:.1f} tokens")
-        print(f"  forget scoring  full {tf:.3f} s   shared prompts {ts:.3f} s   ratio {ts / tf:.2f}   max |dNLL| {d:.1e}")
+        print(f"  forget scoring  full {spread(tf)} s   shared prompts {spread(ts)} s   ratio of medians {r:.2f}   max |dNLL| {d:.1e}")
         ds = QADataset([dict(r) for r in load_tofu("forget01", STUDY_SOURCE)], tok, tpl)
         b = QACollator(pad, "right", True)([ds[i] for i in range(8)]); b.pop("index", None)
         m.train(); opt = torch.optim.AdamW(m.parameters(), lr=0.0)     # lr 0: the weights stay put between reps
         def step(fn):
             def go():
-                nll, mask = fn(); loss = nll.sum() / mask.sum(); opt.zero_grad(); loss.backward(); opt.step(); return float(loss)
+                nll, mask = fn(); loss = nll.sum() / mask.sum(); opt.zero_grad(); loss.backward(); opt.step(); return float(loss.detach())
             return go
         f_full = step(lambda: token_nll(m(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits, b["labels"]))
         f_ans = step(lambda: model_nll(m, b))
         dl = abs(f_full() - f_ans())
         t1, t2 = timed(f_full, a.reps), timed(f_ans, a.reps)
-        print(f"  training step   full logits {1e3 * t1:.1f} ms   answer-only {1e3 * t2:.1f} ms   ratio {t2 / t1:.2f}   |dloss| {dl:.1e}")
+        r = statistics.median(t2) / statistics.median(t1)
+        print(f"  training step   full logits {spread(t1, 1e3, '.1f')} ms   answer-only {spread(t2, 1e3, '.1f')} ms   ratio of medians {r:.2f}   |dloss| {dl:.1e}")
         m.eval()
 
 
