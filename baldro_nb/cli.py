@@ -10,9 +10,10 @@ from pathlib import Path
 from .core import BaldroError, check, read_json, read_yaml, repo_root, set_offline
 from .vocab import RESULTS_CSV, RUNS_DIR, REPORT_DIR
 from .execution import run_grid, collect, run_state, list_runs, RunInterrupted
+from .fingerprint import fingerprint_study, verify, published_manifest_path
 
 # %% auto #0
-__all__ = ['SHOW', 'results_table', 'study_report', 'acceptance_from_runs', 'acceptance_report', 'study', 'main']
+__all__ = ['SHOW', 'STUDY_PARAMS', 'results_table', 'study_report', 'acceptance_from_runs', 'acceptance_report', 'study', 'main']
 
 # %% ../nbs/14_cli.ipynb #8d4c74a0
 SHOW = ["model", "method", "objective", "seed", "status", "n_runs", "lr", "beta_dv", "forget_quality", "model_utility",
@@ -70,8 +71,10 @@ def acceptance_report(tab) -> str:
     return "\n".join(lines)
 
 # %% ../nbs/14_cli.ipynb #c1a0b1c9
-def study(params="params/study_tiny.yaml", root=None, jobs: int | None = None, **kw) -> Path:
-    "The whole embedded study: grid → results.csv → report; prints the time and the table."
+STUDY_PARAMS = "params/study_tiny.yaml"   # the embedded study: `baldro study`'s default, the published manifest's
+
+def study(params=STUDY_PARAMS, root=None, jobs: int | None = None, **kw) -> Path:
+    "The whole embedded study: grid → results.csv → report → fingerprint; prints the time, the table and the fingerprint's verdict."
     t0 = time.time()
     root = Path(root or repo_root()).resolve()
     outputs = Path(os.environ.get("BALDRO_OUTPUTS") or root/"outputs").resolve()
@@ -88,6 +91,8 @@ def study(params="params/study_tiny.yaml", root=None, jobs: int | None = None, *
     except Exception as e: rep = None; print(f"report failed: {type(e).__name__}: {e}")
     n_err = sum(s.get("status") == "error" for s in st)
     print(results_table(outputs))
+    try: print("\n" + fingerprint_study(outputs, pfile, root)[1])
+    except Exception as e: print(f"fingerprint failed: {type(e).__name__}: {e}")
     print(f"\nstudy finished in {time.time() - t0:.0f} s (grid {t_grid:.0f} s, {len(st)} runs executed, {n_err} failed); "
           f"results: {os.path.relpath(outputs/RESULTS_CSV, root)}" + (f"; report: {os.path.relpath(rep, root)}" if rep else ""))
     return outputs/RESULTS_CSV
@@ -100,6 +105,11 @@ def _jobs(s: str) -> int:
     if n < 1: raise argparse.ArgumentTypeError(f"must be >= 1 (runs at once), got {n}; e.g. --jobs 2")
     return n
 
+def _threads(s: str) -> int:
+    "argparse type of `--threads`: a whole number >= 1."
+    try: return _jobs(s)
+    except argparse.ArgumentTypeError: raise argparse.ArgumentTypeError(f"must be a whole number >= 1 (threads per run), got {s!r}; e.g. --threads 1") from None
+
 def _parser():
     ap = argparse.ArgumentParser(prog="baldro", description="Run baldro_nb experiment grids (papermill notebooks).")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -111,14 +121,20 @@ def _parser():
         p.add_argument("--timeout", type=float, default=None, help="per-cell timeout in seconds")
         p.add_argument("--partition", default=None); p.add_argument("--gpus", type=int, default=1)
         p.add_argument("--time", type=int, default=240, help="SLURM time limit per run, minutes")
+        p.add_argument("--threads", type=_threads, default=1, help="threads per run (default 1, independent of --jobs)")
+        p.add_argument("--native-arithmetic", action="store_true",
+                       help="let torch, MKL and numpy use the CPU's widest kernels (faster; not bit-identical across CPUs)")
     r = sub.add_parser("run", help="run a params file (grid or single run)"); r.add_argument("params"); common(r)
     r.add_argument("--warm-kernels", action="store_true",
                    help="local executor: fork each run's kernel from one server that imported torch & co. once")
     s = sub.add_parser("study", help="the whole embedded study (params/study_tiny.yaml + report)")
-    s.add_argument("--params", default="params/study_tiny.yaml"); common(s)
+    s.add_argument("--params", default=STUDY_PARAMS); common(s)
     s.add_argument("--cold-kernels", action="store_true", help="start every run's kernel from scratch (no fork server)")
     sub.add_parser("collect", help="rebuild outputs/results.csv from the run folders")
     sub.add_parser("list", help="list run folders and their status")
+    v = sub.add_parser("verify", help="compare an outputs folder with the published manifest of the study (bit for bit)")
+    v.add_argument("outputs", nargs="?", default=None, help="the outputs folder (default: outputs/ or $BALDRO_OUTPUTS)")
+    v.add_argument("--manifest", default=None, help=f"the published manifest (default: {published_manifest_path(STUDY_PARAMS)})")
     return ap
 
 def main(argv=None) -> int:
@@ -130,8 +146,12 @@ def main(argv=None) -> int:
         if a.cmd == "list":
             for line in list_runs(outputs): print(line)
             return 0
+        if a.cmd == "verify":
+            ok, text = verify(a.outputs or outputs, a.manifest or root/published_manifest_path(STUDY_PARAMS), root)
+            print(text); return 0 if ok else 1
         kw = dict(executor=a.executor, only=a.only, dry_run=a.dry_run, timeout=a.timeout,
-                  warm_kernels=not a.cold_kernels if a.cmd == "study" else a.warm_kernels)
+                  warm_kernels=not a.cold_kernels if a.cmd == "study" else a.warm_kernels,
+                  threads=a.threads, pinned=not a.native_arithmetic)
         if a.executor == "slurm": kw |= dict(partition=a.partition, gpus=a.gpus, time_min=a.time)
         if a.cmd == "study":
             study(a.params, root=root, jobs=a.jobs, **kw); st = None

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #8227b6a1
 from __future__ import annotations
-import contextlib, fcntl, hashlib, json, os, platform, random, subprocess, sys, tempfile
+import contextlib, fcntl, hashlib, json, os, platform, random, re, subprocess, sys, tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -13,9 +13,10 @@ import numpy as np
 import yaml
 
 # %% auto #0
-__all__ = ['HF_OFFLINE_VARS', 'ENV_PACKAGES', 'BaldroError', 'check', 'seed_everything', 'usual_mode', 'atomic_write',
-           'write_json', 'read_json', 'write_yaml', 'read_yaml', 'stable_hash', 'run_id', 'repo_root', 'outputs_dir',
-           'set_offline', 'git_info', 'capture_env', 'file_lock']
+__all__ = ['HF_OFFLINE_VARS', 'ENV_PACKAGES', 'PINNED_ARITHMETIC', 'THREAD_VARS', 'ARITHMETIC_VARS', 'SIMD_FLAG', 'BaldroError',
+           'check', 'seed_everything', 'usual_mode', 'atomic_write', 'write_json', 'read_json', 'write_yaml',
+           'read_yaml', 'stable_hash', 'run_id', 'repo_root', 'outputs_dir', 'set_offline', 'git_info',
+           'arithmetic_env', 'cpu_info', 'arithmetic_state', 'arithmetic_key', 'capture_env', 'file_lock']
 
 # %% ../nbs/00_core.ipynb #78973064
 class BaldroError(ValueError):
@@ -128,8 +129,47 @@ def git_info(root=None) -> dict:
     dirty = bool(_git("status", "--porcelain", "--untracked-files=no", cwd=root)) if commit else None
     return {"commit": commit or None, "dirty": dirty}
 
+# %% ../nbs/00_core.ipynb #a1c0e002
+PINNED_ARITHMETIC = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                     "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR", "OPENBLAS_CORETYPE": "Haswell"}
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+ARITHMETIC_VARS = (*PINNED_ARITHMETIC, *THREAD_VARS)
+
+def arithmetic_env(threads: int = 1, pinned: bool = True) -> dict:
+    "Environment of a run process: `threads` threads and, when `pinned`, the AVX2 caps of `PINNED_ARITHMETIC`."
+    check(isinstance(threads, (int, np.integer)) and not isinstance(threads, bool) and threads >= 1,
+          f"threads must be a whole number >= 1 (threads per run), got {threads!r}.", "e.g. --threads 1 (the default)")
+    return {**(PINNED_ARITHMETIC if pinned else {}), **{v: str(int(threads)) for v in THREAD_VARS}}
+
+# %% ../nbs/00_core.ipynb #a1c0e005
+SIMD_FLAG = re.compile(r"(sse.*|ssse3|avx.*|fma|f16c|amx.*)")
+
+def cpu_info(cpuinfo: str | None = None) -> dict:
+    "{'vendor', 'model', 'simd'}: the CPU's vendor, model name and SIMD flags (sorted), from `/proc/cpuinfo` text."
+    if cpuinfo is None:
+        try: cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError: return {"vendor": None, "model": platform.processor() or None, "simd": []}
+    first = cpuinfo.split("\n\n")[0]
+    field = lambda k: next((l.split(":", 1)[1].strip() for l in first.splitlines() if l.split(":")[0].strip() == k), None)
+    return {"vendor": field("vendor_id"), "model": field("model name"),
+            "simd": sorted(f for f in (field("flags") or "").split() if SIMD_FLAG.fullmatch(f))}
+
+# %% ../nbs/00_core.ipynb #a1c0e008
+def arithmetic_state() -> dict:
+    "The CPU arithmetic in force in this process: torch's capability and threads, numpy's AVX-512 loops, the variables."
+    import torch
+    from numpy._core._multiarray_umath import __cpu_features__ as npf
+    return {"torch_capability": torch.backends.cpu.get_cpu_capability(), "torch_threads": torch.get_num_threads(),
+            "numpy_avx512": bool(npf.get("X86_V4") or npf.get("AVX512_SKX")),
+            "env": {k: os.environ.get(k) for k in ARITHMETIC_VARS}}
+
+def arithmetic_key() -> str:
+    "`<torch capability>/<threads>`, e.g. `AVX2/1`: what decides the bits of a model built in this process."
+    s = arithmetic_state(); return f"{s['torch_capability']}/{s['torch_threads']}"
+
+# %% ../nbs/00_core.ipynb #a1c0e011
 def capture_env(root=None) -> dict:
-    "Versions, git state and device of this process: no paths, no host names."
+    "Versions, git state, device, CPU and arithmetic settings of this process: no paths, no host names."
     import torch
     pk = {}
     for p in ENV_PACKAGES:
@@ -139,7 +179,8 @@ def capture_env(root=None) -> dict:
     if dev["cuda"]: dev |= {"gpu": torch.cuda.get_device_name(0), "n_gpus": torch.cuda.device_count(),
                             "cuda_version": torch.version.cuda}
     return {"python": platform.python_version(), "os": platform.system(), "machine": platform.machine(),
-            "packages": pk, "git": git_info(root), "device": dev}
+            "packages": pk, "git": git_info(root), "device": dev, "cpu": cpu_info(),
+            "arithmetic": {k: os.environ.get(k) for k in ARITHMETIC_VARS}}
 
 # %% ../nbs/00_core.ipynb #532696f8
 @contextlib.contextmanager

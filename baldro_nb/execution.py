@@ -4,14 +4,14 @@
 
 # %% ../nbs/13_execution.ipynb #e0a1b2c6
 from __future__ import annotations
-import contextlib, csv, fcntl, fnmatch, io, json, os, re, signal, sys, threading, time
+import contextlib, csv, fcntl, fnmatch, io, json, os, re, shlex, signal, sys, threading, time
 from concurrent.futures import CancelledError, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 import multiprocessing as mp
 
 from .core import (BaldroError, check, atomic_write, write_json, read_json, write_yaml, read_yaml, repo_root,
-                            capture_env, file_lock)
+                            capture_env, file_lock, arithmetic_env, ARITHMETIC_VARS)
 from .vocab import RESULT_COLUMNS, RESULTS_CSV, RUNS_DIR, method_label
 from .grid import KINDS, load_runs, _with_needs, validate, plan, notebook_params, run_method
 from .forkserver import (ForkServer, warm_kernel_manager, _die_with_parent, LIVE_KERNELS, KERNEL_HOOKS,
@@ -35,7 +35,7 @@ def run_paths(run: dict, root, outputs) -> dict:
 def papermill_command(run: dict, root, outputs) -> str:
     "The plain papermill command (run from the repo root) that reproduces `run`."
     p = run_paths(run, root, outputs)
-    return f"papermill {p['input']} {p['output']} -f {p['params']} --cwd nbs -k python3"
+    return shlex.join(["papermill", p["input"], p["output"], "-f", p["params"], "--cwd", "nbs", "-k", "python3"])
 
 # %% ../nbs/13_execution.ipynb #28992c53
 def scrub_paths(text: str, root) -> str:
@@ -203,10 +203,9 @@ def _execute_locked(run, root, outputs, P, base, timeout) -> dict:
     params = {**run["params"], "out_dir": P["out_dir"]}
     _write(write_yaml, d/"params.yaml", params)
     _write(write_json, d/"env.json", capture_env(root))
-    # the thread count the kernel gets (OMP_NUM_THREADS when several jobs share the cores) changes float sums in
-    # the last digits: the printed command sets it too, so that it reproduces the metrics exactly
-    thr = os.environ.get("OMP_NUM_THREADS")
-    _write(atomic_write, d/"command.txt", (f"OMP_NUM_THREADS={thr} " if thr else "") + papermill_command(run, root, outputs) + "\n")
+    # the kernel's thread count and arithmetic caps decide the last digits: the printed command sets them too
+    ar = " ".join(f"{k}={shlex.quote(os.environ[k])}" for k in ARITHMETIC_VARS if k in os.environ)
+    _write(atomic_write, d/"command.txt", (f"{ar} " if ar else "") + papermill_command(run, root, outputs) + "\n")
     st = {**base, "status": "running"}
     _write(write_json, d/"status.json", st)
     t0, err, ctrl_c = time.time(), None, False
@@ -294,18 +293,16 @@ def collect(outputs, extra_rows=(), warn: bool = True) -> Path:
     return _write(atomic_write, outputs/RESULTS_CSV, buf.getvalue())
 
 # %% ../nbs/13_execution.ipynb #ce27a132
-def kernel_env(jobs: int) -> dict:
-    "Environment for run processes: offline, and an even share of the cores per job."
+def kernel_env(threads: int = 1, pinned: bool = True) -> dict:
+    "Environment for run processes: offline, `threads` threads each and (when `pinned`) AVX2-capped arithmetic."
     env = {"TOKENIZERS_PARALLELISM": "false", "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0")}
     if os.environ.get("BALDRO_ONLINE") != "1": env |= {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
-    return env
+    return env | arithmetic_env(threads, pinned)
 
-def _local_levels(levels, root, outputs, jobs, timeout, on_done, warm_kernels: bool = False, stop=None):
+def _local_levels(levels, root, outputs, jobs, timeout, on_done, warm_kernels: bool = False, stop=None, env=None):
     from baldro_nb import execution as X  # pickled by reference: the exported module, not a notebook namespace
     stop = stop or _Interrupts()
-    env = kernel_env(jobs)
+    env = env if env is not None else kernel_env()
     # Linux only: elsewhere forking a process that imported torch is not safe (macOS's Objective-C runtime)
     warm = warm_kernels and sys.platform.startswith("linux") and os.environ.get("BALDRO_WARM_KERNELS") != "0"
     srv = ForkServer(env, cwd=Path(root)/"nbs") if warm else None
@@ -332,7 +329,7 @@ def _local_levels(levels, root, outputs, jobs, timeout, on_done, warm_kernels: b
         if srv: srv.stop()
 
 def _slurm_levels(levels, root, outputs, jobs, timeout, on_done, cluster="slurm", partition=None, gpus=1,
-                  time_min=240, cpus=None, mem_gb=None, stop=None):
+                  time_min=240, cpus=None, mem_gb=None, stop=None, env=None):
     import submitit
     from baldro_nb import execution as X  # pickled by reference, as above
     stop = stop or _Interrupts()
@@ -344,7 +341,7 @@ def _slurm_levels(levels, root, outputs, jobs, timeout, on_done, cluster="slurm"
         if partition: kw["slurm_partition"] = partition
         if mem_gb: kw["mem_gb"] = mem_gb
         ex.update_parameters(**kw)
-    env = kernel_env(1)
+    env = env if env is not None else kernel_env()
     for level in levels:
         if stop.requested: break
         jobs_ = {ex.submit(X.execute_run, r, str(root), str(outputs), env, timeout): r for r in level}
@@ -432,9 +429,10 @@ def _state_note(rs: RunState) -> str:
 
 def run_grid(params, root=None, outputs=None, jobs: int = 1, executor: str = "local", only: str | None = None,
              dry_run: bool = False, timeout: float | None = None, progress: bool = True, warm_kernels: bool = False,
-             **slurm) -> list[dict]:
-    "Validate, order and execute every run of `params`; rebuild results.csv after each run."
+             threads: int = 1, pinned: bool = True, **slurm) -> list[dict]:
+    "Validate, order and execute every run of `params` (`threads` per run, arithmetic `pinned`); rebuild results.csv after each run."
     from tqdm.auto import tqdm
+    env = kernel_env(threads, pinned)   # checks `threads` before anything runs
     root = Path(root or repo_root()).resolve()
     outputs = Path(outputs or os.environ.get("BALDRO_OUTPUTS") or root/"outputs").resolve()
     runs = load_runs(params)
@@ -473,10 +471,10 @@ def run_grid(params, root=None, outputs=None, jobs: int = 1, executor: str = "lo
         results()
     with _Interrupts() as stop:   # a second interrupt exits at once until run_grid returns
         try:
-            if executor == "local": _local_levels(todo, root, outputs, max(1, jobs), timeout, on_done, warm_kernels, stop=stop)
+            if executor == "local": _local_levels(todo, root, outputs, max(1, jobs), timeout, on_done, warm_kernels, stop=stop, env=env)
             elif executor in ("slurm", "submitit-local"):
                 _slurm_levels(todo, root, outputs, jobs, timeout, on_done, cluster="local" if executor == "submitit-local" else "slurm",
-                              stop=stop, **slurm)
+                              stop=stop, env=env, **slurm)
             else: raise BaldroError(f"unknown executor {executor!r}. Fix: use local, slurm or submitit-local.")
         finally: bar.close()
         ids = [r["run_id"] for lv in todo for r in lv]

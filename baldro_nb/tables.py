@@ -17,12 +17,13 @@ from .grid import load_runs
 
 # %% auto #0
 __all__ = ['BASE', 'DV', 'GROUP', 'VARIANTS', 'GAIN', 'LOSS', 'NO_DIFF', 'FEW_PAIRS', 'NOT_MEASURED', 'IDENTICAL',
-           'PAIRED_ENDPOINTS', 'AUDIT', 'load_results', 'row_role', 'variant_of', 'annotate', 'main_runs',
-           'epoch_summaries', 'per_sample_probs', 'read_steps', 'gib_column', 'method_table', 'compare_variants',
-           'bootstrap_ci', 'detectable_effect', 'interval_verdict', 'endpoints_from_results', 'paired_comparisons',
-           'positive_control', 'answers_markdown', 'study_answers', 'load_miniature', 'regime_table',
-           'expected_run_ids', 'missing_runs', 'missing_markdown', 'reference_points', 'epoch_table', 'weight_config',
-           'weights_table', 'asynchrony_table', 'audit_pairs', 'audit_table', 'reproduce_commands']
+           'PAIRED_ENDPOINTS', 'ANSWER_COLUMNS', 'AUDIT', 'load_results', 'row_role', 'variant_of', 'annotate',
+           'main_runs', 'epoch_summaries', 'per_sample_probs', 'read_steps', 'gib_column', 'method_table',
+           'compare_variants', 'bootstrap_ci', 'detectable_effect', 'interval_verdict', 'endpoints_from_results',
+           'paired_comparisons', 'positive_control', 'answers_markdown', 'study_answers', 'answers_table',
+           'load_miniature', 'regime_table', 'expected_run_ids', 'missing_runs', 'missing_markdown', 'reference_points',
+           'epoch_table', 'weight_config', 'weights_table', 'asynchrony_table', 'audit_pairs', 'audit_table',
+           'reproduce_commands']
 
 # %% ../nbs/15_tables.ipynb #e860d0f8
 def load_results(results_csv) -> pd.DataFrame:
@@ -338,6 +339,25 @@ def study_answers(df: pd.DataFrame, endpoints: pd.DataFrame | None = None, contr
     "The report's answers: from the miniature's endpoint table when given, else from results.csv's unlearning runs."
     ep = endpoints if endpoints is not None and len(endpoints) else endpoints_from_results(df)
     return answers_markdown(paired_comparisons(ep), control, **kw)
+
+# %% ../nbs/15_tables.ipynb #c3d1e117
+ANSWER_COLUMNS = ("kind", "model", "objective", "variant", "endpoint", "n_pairs", "estimate", "lo", "hi", "detectable", "verdict")
+
+def answers_table(cmp: pd.DataFrame, control: dict | None = None) -> pd.DataFrame:
+    "The answers as rows: the positive control (if run), then each paired comparison of `paired_comparisons`."
+    rows = []
+    if control is not None and control.get("n_pairs"):
+        c = control
+        rows.append(dict(kind="control", model=c["model"], objective=f"{c['better']} vs {c['worse']}", variant=BASE_VARIANT,
+                         endpoint=c["endpoint"], n_pairs=c["n_pairs"], estimate=c["mean"], lo=c["lo"], hi=c["hi"],
+                         verdict="reproduced" if c["reproduced"] else "not reproduced"))
+    g = lambda r, k: r.get(k, np.nan)
+    for _, r in (cmp.iterrows() if len(cmp) else []):
+        rows.append(dict(kind="comparison", model=r["model"], objective=r["objective"], variant=r["variant"],
+                         endpoint="log10_fq_primary", n_pairs=int(r["n_pairs"]), estimate=g(r, "Δ log10 FQ"),
+                         lo=g(r, "Δ log10 FQ lo"), hi=g(r, "Δ log10 FQ hi"), detectable=g(r, "detectable Δ log10 FQ"),
+                         verdict=r.get("verdict", FEW_PAIRS)))
+    return pd.DataFrame(rows, columns=list(ANSWER_COLUMNS))
 
 # %% ../nbs/15_tables.ipynb #c3d1e121
 def load_miniature(runs_dir) -> dict:

@@ -30,3 +30,9 @@ def test_report_answers_gain_for_a_planted_effect_and_no_difference_without(tmp_
     # every verdict word in the answers carries an interval
     for m in re.finditer(r"(gain|loss): Δ log10 FQ ([^;(]+)", ans): assert re.search(r"\[[-+]\d", m.group(2)), m.group(0)
     assert "mini_paired.png" in page or "data:image/png" in page
+    # the same verdicts, machine-readable, next to the report
+    import pandas as pd
+    rows = pd.read_csv(tmp_path/"report"/"answers.csv")
+    v = {(r.kind, r.objective, r.variant): r.verdict for r in rows.itertuples()}
+    assert v[("comparison", "NPO", "BalDRO-DV")] == "gain" and v[("comparison", "WGA", "BalDRO-DV")] == "no detectable difference", v
+    assert v[("control", "NPO vs GradAscent", "base")] == "reproduced", v

@@ -1,7 +1,7 @@
 """Integration tests of the runner (nbs/11_grid, 12_forkserver, 13_execution, 14_cli): resume after SIGKILL, failures that do not stop the grid,
 validation before compute, the parameters tag through nbdev_clean, no absolute paths, parallel and SLURM (submitit
 local) executors, and the shipped params files. Fixture notebooks (papermill's style) stand in for the experiments."""
-import csv, json, os, re, shutil, signal, subprocess, sys, time
+import csv, json, os, re, shlex, shutil, signal, subprocess, sys, time
 from pathlib import Path
 
 import nbformat
@@ -131,9 +131,8 @@ def test_command_txt_reproduces_the_run(proj):
     d = next((out/"runs").glob("unlearn__*"))
     before = json.loads((d/"metrics.json").read_text())
     (d/"metrics.json").unlink()
-    words = (d/"command.txt").read_text().split()
-    env = dict(w.split("=", 1) for w in words if re.fullmatch(r"[A-Z_]+=\S*", w))   # e.g. OMP_NUM_THREADS=1
-    cmd = words[len(env):]; assert cmd[0] == "papermill"
+    words = shlex.split((d/"command.txt").read_text())   # e.g. OMP_NUM_THREADS=1 NPY_DISABLE_CPU_FEATURES='X86_V4 ...' papermill ...
+    i = words.index("papermill"); env = dict(w.split("=", 1) for w in words[:i]); cmd = words[i:]
     subprocess.run([str(Path(sys.executable).with_name("papermill")), *cmd[1:], "--no-progress-bar"], cwd=proj,
                    check=True, capture_output=True, env={**os.environ, **env})
     assert json.loads((d/"metrics.json").read_text()) == before

@@ -18,8 +18,17 @@ if [ "${BALDRO_KEEP_TORCH:-0}" != "1" ]; then
   $PY -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null || $PIP_INSTALL "torch==2.13.0"
 fi
 # BALDRO_EXTRAS: the settings.ini extras to add (default dev: nbdev, pytest, jupyterlab); tools/main.sh sets it empty,
-# since running the study needs none of them (measured 2026-12-01: the dev extras take 46 s to install on a fresh venv)
+# since running the study needs none of them
 EXTRAS="${BALDRO_EXTRAS-dev}"
+# The lock file (tools/lock/, made by tools/lock.sh) fixes every release and its sha256: the same packages on every
+# machine, so the main job can be bit-identical to its published manifest. BALDRO_UNLOCKED=1 installs from
+# settings.ini's ranges instead (newest releases in range: results may move in the last digits).
+LOCK=tools/lock/$([[ ",$EXTRAS," == *,dev,* ]] && echo dev || echo runtime).txt
+if [ "${BALDRO_UNLOCKED:-0}" != "1" ]; then
+  $PIP_INSTALL --no-deps -r "$LOCK" 2> >(grep -v "^WARNING: Location" >&2) \
+    || { echo "install: the lock $LOCK did not install (another Python than the lock's? see its first line). Fix: BALDRO_UNLOCKED=1 bash $0 installs settings.ini's ranges."; exit 1; }
+fi
+# the project itself (and any extra the lock does not hold, e.g. gpu): locked releases already satisfy its ranges
 $PIP_INSTALL -e ".${EXTRAS:+[$EXTRAS]}" 2>&1 | grep -v "^WARNING: Location" || true
 CHECK="baldro_nb, torch, transformers"; [[ ",$EXTRAS," == *,dev,* ]] && CHECK="$CHECK, nbdev"
 $PY -c "import $CHECK; print('installed baldro_nb', baldro_nb.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"

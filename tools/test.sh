@@ -7,6 +7,9 @@ bash tools/install.sh || exit 1
 [ -n "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ] || source .venv/bin/activate
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export MPLBACKEND=Agg PYTHONHASHSEED=0
+# the arithmetic every run gets (core.arithmetic_env: AVX2 caps, one thread), also for what the tests build in their own
+# processes (the cached tiny models): the same bits as the main job's, on any x86-64 machine
+eval "$(python -c 'import shlex; from baldro_nb.core import arithmetic_env; print(" ".join(f"export {k}={shlex.quote(v)};" for k, v in arithmetic_env().items()))')"
 # prerequisite (checked, never installed here): headless Chromium for the browser tests (tests/test_report.py,
 # tests/test_jupyterlab.py). $CHROME points at a browser binary; else chromium, chromium-browser or google-chrome on PATH.
 # When missing, those tests fail with the same message (tests/_cdp.py).
