@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, os, subprocess, sys, time
 from pathlib import Path
 
-from .core import BaldroError, check, read_json, read_yaml, repo_root, set_offline
+from .core import BaldroError, check, read_json, read_yaml, repo_root, set_offline, arithmetic_env
 from .vocab import RESULTS_CSV, RUNS_DIR, REPORT_DIR
 from .execution import run_grid, collect, run_state, list_runs, RunInterrupted
 from .fingerprint import fingerprint_study, verify, published_manifest_path
@@ -31,14 +31,15 @@ def results_table(outputs, kind=("unlearn", "miniature")) -> str:
     with pd.option_context("display.max_rows", 500, "display.width", 200, "display.float_format", "{:.4g}".format):
         return df[cols].to_string(index=False)
 
-def study_report(root, outputs, expected=None) -> Path | None:
-    "Build `<outputs>/report/index.html` with `python -m baldro_nb.report` (papermill, then nbconvert) in a child process."
+def study_report(root, outputs, expected=None, threads: int = 1, pinned: bool = True) -> Path | None:
+    "Build `<outputs>/report/index.html` with `python -m baldro_nb.report` (papermill, then nbconvert) in a child process with the runs' arithmetic."
     root = Path(root)
     if not (root/"nbs/report/report.ipynb").exists(): print("no nbs/report/report.ipynb yet: report skipped."); return None
     rep = Path(outputs)/REPORT_DIR
     cmd = [sys.executable, "-m", "baldro_nb.report", str(Path(outputs)/RESULTS_CSV), str(Path(outputs)/RUNS_DIR), str(rep)]
     if expected: cmd += ["--expected", str(expected)]
-    r = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    # its intervals are numpy sums: the same arithmetic as the runs, so that answers.csv is the same bits everywhere
+    r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env={**os.environ, **arithmetic_env(threads, pinned)})
     check(r.returncode == 0, f"the report did not build: {r.stderr.strip()[-2000:]}",
           "open outputs/report/report.ipynb to see the failing cell, or rerun `baldro study` after fixing it.")
     return rep/"index.html"
@@ -87,7 +88,7 @@ def study(params=STUDY_PARAMS, root=None, jobs: int | None = None, **kw) -> Path
     if kw.get("dry_run"): return outputs/RESULTS_CSV
     tab = acceptance_from_runs(outputs)   # the foundation's acceptance table, from the finetune runs' metrics
     if tab is not None: print("greedy exact match (%) of the finetuned models:\n" + acceptance_report(tab))
-    try: rep = study_report(root, outputs, expected=pfile)
+    try: rep = study_report(root, outputs, expected=pfile, threads=kw.get("threads", 1), pinned=kw.get("pinned", True))
     except Exception as e: rep = None; print(f"report failed: {type(e).__name__}: {e}")
     n_err = sum(s.get("status") == "error" for s in st)
     print(results_table(outputs))
