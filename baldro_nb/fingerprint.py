@@ -4,7 +4,7 @@
 
 # %% ../nbs/19_fingerprint.ipynb #f19a0004
 from __future__ import annotations
-import csv, hashlib, io, json, os
+import csv, hashlib, io, json, os, re
 from pathlib import Path
 
 from .core import check, read_json, write_json, capture_env, git_info, repo_root
@@ -13,9 +13,9 @@ from .vocab import (DATA_DIR, MODELS_DIR, RETAIN_LOGS_DIR, RUNS_DIR, REPORT_DIR,
 
 # %% auto #0
 __all__ = ['MANIFEST_STAGES', 'MANIFEST_FORMAT', 'NO_RESULT_PACKAGES', 'IDENTICAL_WORDS', 'MANIFEST_JSON', 'sha256_file',
-           'is_timing', 'csv_digest', 'json_digest', 'artefact_digests', 'runs_arithmetic', 'study_manifest',
-           'compare_manifests', 'likely_causes', 'verify_text', 'published_manifest_path', 'write_manifest',
-           'read_manifest', 'verify', 'fingerprint_study']
+           'is_timing', 'csv_digest', 'json_digest', 'artefact_key', 'artefact_digests', 'runs_arithmetic',
+           'study_manifest', 'compare_manifests', 'likely_causes', 'verify_text', 'published_manifest_path',
+           'write_manifest', 'read_manifest', 'verify', 'fingerprint_study']
 
 # %% ../nbs/19_fingerprint.ipynb #f19a0007
 def sha256_file(path, chunk: int = 1 << 20) -> str:
@@ -61,14 +61,23 @@ MANIFEST_STAGES = (   # (stage, glob under the outputs folder, digest), in pipel
 )
 MANIFEST_FORMAT = 1
 
+_RUN_HASH = re.compile(r"__[0-9a-f]{8}$")
+
+def artefact_key(rel: str) -> str:
+    "The manifest's name of an artefact at `rel` (relative to outputs): a run folder loses its parameters' hash."
+    parts = rel.split("/")
+    if len(parts) > 2 and parts[0] == RUNS_DIR: parts[1] = _RUN_HASH.sub("", parts[1])
+    return "/".join(parts)
+
 def artefact_digests(outputs) -> list[dict]:
-    "[{stage, path, sha256}] of every artefact under `outputs`, in pipeline order (sorted paths within a stage)."
+    "[{stage, path, file, sha256}] of every artefact under `outputs`, in pipeline order (sorted within a stage)."
     out, seen = [], set()
     for stage, pattern, digest in MANIFEST_STAGES:
         for p in sorted(Path(outputs).glob(pattern)):
-            rel = p.relative_to(outputs).as_posix()
-            if p.is_file() and not p.name.startswith(".") and rel not in seen:
-                seen.add(rel); out.append({"stage": stage, "path": rel, "sha256": digest(p)})
+            rel = p.relative_to(outputs).as_posix(); key = artefact_key(rel)
+            if key in seen: key = rel   # two runs of the same readable name: their full ids
+            if p.is_file() and not p.name.startswith(".") and key not in seen:
+                seen.add(key); out.append({"stage": stage, "path": key, "file": rel, "sha256": digest(p)})
     return out
 
 def runs_arithmetic(outputs) -> list[dict]:
