@@ -76,9 +76,23 @@ def write_yaml(path, obj) -> Path:
     "Atomically write `obj` as YAML (keys sorted)."
     return atomic_write(path, yaml.safe_dump(obj, sort_keys=True, default_flow_style=False))
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    "PyYAML's safe loader, but a key written twice in one mapping is an error (PyYAML keeps the last silently)."
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for k, _ in node.value:
+            if k.tag == "tag:yaml.org,2002:merge": continue   # `<<: *anchor` then an explicit key overrides: allowed
+            key = self.construct_object(k, deep=True)
+            try: first = seen.setdefault(key, k.start_mark)
+            except TypeError: continue                         # an unhashable key: the base loader reports it
+            if first is not k.start_mark:
+                raise yaml.constructor.ConstructorError(f"while reading a mapping (its key {key!r} first at line {first.line + 1})",
+                                                        node.start_mark, f"found the key {key!r} a second time", k.start_mark)
+        return super().construct_mapping(node, deep)
+
 def read_yaml(path):
-    "Read a YAML file (an empty file reads as `{}`)."
-    return yaml.safe_load(Path(path).read_text()) or {}
+    "Read a YAML file (an empty file reads as `{}`); a key repeated in one mapping raises `yaml.YAMLError`."
+    return yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader) or {}
 
 # %% ../nbs/00_core.ipynb #6dba19ea
 def stable_hash(obj, n: int = 8) -> str:

@@ -12,13 +12,13 @@ from pathlib import Path
 import yaml
 
 from .core import BaldroError, check, read_yaml, run_id, repo_root
-from .vocab import (FORGET_SPLITS, MODEL_NAMES, REWEIGHTINGS, DIRECTIONS, POOLS, COMPATS, STAGES, DTYPES,
+from .vocab import (FORGET_SPLITS, MODEL_NAMES, REWEIGHTINGS, REWEIGHTING_PARAMS, DIRECTIONS, POOLS, UNITS, COMPATS, STAGES, DTYPES,
                              ATTN_IMPLEMENTATIONS, objective_key, method_label, model_rel, retain_log_rel, retain_stage)
 
 # %% auto #0
-__all__ = ['RESERVED', 'KINDS', 'PARAM_SCHEMA', 'NAME_CHECKS', 'expand_subgrid', 'expand_grid', 'Kind', 'artefact_path',
-           'artefact_name', 'Param', 'coerce_param', 'normalise_params', 'resolve_run', 'notebook_params',
-           'notebook_defaults', 'run_method', 'validate', 'plan', 'load_runs']
+__all__ = ['RESERVED', 'KINDS', 'PARAM_SCHEMA', 'LIST_PARAMS', 'NAME_CHECKS', 'expand_subgrid', 'expand_grid', 'Kind',
+           'artefact_path', 'artefact_name', 'Param', 'coerce_param', 'normalise_params', 'resolve_run',
+           'notebook_params', 'notebook_defaults', 'run_method', 'validate', 'plan', 'load_runs']
 
 # %% ../nbs/11_grid.ipynb #850738e3
 RESERVED = ("kind", "notebook", "defaults", "axes", "include", "exclude", "name")
@@ -199,7 +199,7 @@ PARAM_SCHEMA: dict[str, Param] = {
     "refresh_every": Param(_I, ge=0, example="1"), "beta": Param(_F, gt=0, example="0.1"), "delta": Param(_F, example="0.0"),
     "beta1": Param(_F, ge=0, example="5.0"), "beta2": Param(_F, ge=0, example="1.0"),
     "gamma": Param(_F, ge=0, example="1.0"), "alpha": Param(_F, ge=0, example="1.0"),
-    # the miniature's rules (nbs/18_miniature.ipynb); `variants`, `seeds` and `lr_grid` are lists, checked by the notebook
+    # the miniature's rules (nbs/18_miniature.ipynb); its lists `variants`, `seeds` and `lr_grid`: LIST_PARAMS below
     "max_steps": Param(_I, ge=1, example="60"), "fq_points": Param(_I, ge=1, example="10"), "mu_points": Param(_I, ge=2, example="4"),
     "overshoot": Param(_F, ge=1, example="1.5"), "mu_floor": Param(_F, ge=0, le=1, example="0.8"),
     "mu_keep": Param(_F, ge=0, le=1, example="0.95"), "beta_dv_rule": Param(_S, choices=("spread", "preset")),
@@ -225,6 +225,7 @@ def _number(v, type_: str):
 
 def coerce_param(key: str, value, null_ok: bool = True, where: str = "the params file"):
     "`value` checked against `PARAM_SCHEMA[key]`, as the kernel gets it (numbers from text); a BaldroError naming the key, the value and the fix."
+    if key in LIST_PARAMS: return LIST_PARAMS[key](value, where)
     s = PARAM_SCHEMA.get(key)
     if s is None: return value   # not in the schema (e.g. a test notebook's own parameter)
     def fail(problem):
@@ -251,6 +252,45 @@ def normalise_params(params: dict) -> dict:
         try: out[k] = coerce_param(k, v)
         except BaldroError: out[k] = v
     return out
+
+# %% ../nbs/11_grid.ipynb #5c4e2a15
+def _list(key, value, where, example) -> list:
+    if not isinstance(value, (list, tuple)) or not len(value):
+        raise BaldroError(f"{key}={_show(value)} is not a non-empty list. Fix: write {key}: {example} in {where}.")
+    return list(value)
+
+def _once(key, items, shown, where):
+    "Refuse an item listed twice (by its normalised form `shown`)."
+    rep = [x for i, x in enumerate(shown) if x in shown[:i]]
+    if rep: raise BaldroError(f"{key} lists {rep[0]} twice. Fix: list each once in {where}.")
+
+def _seeds(value, where="the params file") -> list:
+    v = _list("seeds", value, where, "[0, 1, 2, 3, 4]")
+    for x in v: coerce_param("seed", x, null_ok=False, where=where)
+    v = [coerce_param("seed", x, where=where) for x in v]
+    _once("seeds", v, [str(x) for x in v], where + " (a repeated seed would count its pair twice)"); return v
+
+def _lr_grid(value, where="the params file") -> list:
+    v = [coerce_param("lr", x, null_ok=False, where=where) for x in _list("lr_grid", value, where, "[1.0e-3, 3.0e-3, 1.0e-2]")]
+    _once("lr_grid", v, [repr(x) for x in v], where); return v
+
+def _variants(value, where="the params file") -> list:
+    out = []
+    for x in _list("variants", value, where, "[{reweighting: mean}, {reweighting: dv, direction: softmin}]"):
+        if not isinstance(x, dict) or x.get("reweighting") not in REWEIGHTINGS:
+            raise BaldroError(f"variants: {_show(x)} is not a mapping with a known `reweighting`. Fix: give each variant "
+                              f"`reweighting:` one of {list(REWEIGHTINGS)} in {where}.")
+        extra = sorted(set(x) - {"reweighting", *REWEIGHTING_PARAMS[x["reweighting"]]})
+        if extra: raise BaldroError(f"variants: {_show(x)} has {extra}, which {x['reweighting']} does not take. Fix: use "
+                                    f"{sorted(REWEIGHTING_PARAMS[x['reweighting']])} in {where}.")
+        y = {k: coerce_param(k, v, where=where) for k, v in x.items()}
+        for k, chk in (("direction", DIRECTIONS), ("pool", POOLS), ("unit", UNITS)):
+            if y.get(k) is not None and y[k] not in chk:
+                raise BaldroError(f"variants: {k}={_show(y[k])} is not one of {list(chk)}. Fix: correct it in {where}.")
+        out.append(y)
+    _once("variants", out, [json.dumps(x, sort_keys=True) for x in out], where); return out
+
+LIST_PARAMS = {"seeds": _seeds, "lr_grid": _lr_grid, "variants": _variants}
 
 # %% ../nbs/11_grid.ipynb #36f44144
 def resolve_run(run: dict) -> dict:

@@ -171,6 +171,31 @@ def test_invalid_yaml_is_one_line_with_file_and_line(env, capsys):
     assert rc == 2 and len(err.strip().splitlines()) == 1, err
     assert f"params file {f} is not valid YAML" in err and "line 3" in err
 
+def test_a_repeated_yaml_key_is_refused_at_dry_run(env, capsys):
+    "OLD (63a97b3): `{lr: 1.0e-3, lr: 3.0e-3}` kept the last value and said nothing. NEW: an error naming the key and both lines."
+    f = write(env, unlearn("seed: [0, 1]", "model: tiny-llama, objective: NPO, lr: 1.0e-3, lr: 3.0e-3"))
+    rc, err = dry_run(f, capsys)
+    assert rc == 2 and not (env/"outputs/runs").exists()
+    assert_one_clear_message(err, f, "is not valid YAML", "found the key 'lr' a second time", "first at line 7", "Fix: correct")
+    assert len(err.splitlines()) == 1, err
+
+MINI = HEAD + """  - kind: miniature
+    defaults: {model: tiny-llama, objective: NPO, %s}
+"""
+
+@pytest.mark.parametrize("field,shown", [
+    ("seeds: [0, 1, 1]", "seeds lists 1 twice"),                       # OLD: its pair counted twice in the statistics
+    ("seeds: [0, -2]", "seed=-2 is out of range"),                     # OLD: found by the kernel, after loading the model
+    ("lr_grid: [1.0e-3, fast]", "lr='fast' is not a number"),          # OLD: found by the kernel
+    ("variants: [{reweighting: mean}, {reweighting: dvv}]", "is not a mapping with a known `reweighting`"),   # OLD: after calibration
+    ("variants: [{reweighting: mean}, {reweighting: mean}]", "twice"),
+])
+def test_miniature_lists_are_checked_at_dry_run(env, capsys, field, shown):
+    f = write(env, MINI % field)
+    rc, err = dry_run(f, capsys)
+    assert rc == 2 and not (env/"outputs/runs").exists()
+    assert_one_clear_message(err, f, "miniature__tiny-llama__NPO__", shown)
+
 # --- 3. --jobs ----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("jobs", ["0", "-3", "two"])

@@ -138,6 +138,18 @@ def test_command_txt_reproduces_the_run(proj):
     assert json.loads((d/"metrics.json").read_text()) == before
 
 
+def test_command_txt_runs_as_written_from_paths_with_spaces(tmp_path, monkeypatch):
+    "OLD (63a97b3): command.txt joined paths unquoted, so an outputs folder `out put ü` split into words. NEW: shell-quoted."
+    monkeypatch.delenv("BALDRO_OUTPUTS", raising=False)
+    root = make_fixture_project(tmp_path/"my proj é"); out = root/"out put ü"
+    run_grid({"kind": "finetune", "model": "tiny-llama", "stage": "full"}, root=root, outputs=out, progress=False)
+    d = next((out/"runs").glob("finetune__*")); before = (d/"metrics.json").read_text(); (d/"metrics.json").unlink()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    r = subprocess.run(["bash", "-c", (d/"command.txt").read_text()], cwd=root, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (d/"metrics.json").read_text() == before
+
+
 def _err(spec, proj):
     with pytest.raises(BaldroError) as e: run_grid(spec, root=proj, progress=False)
     assert not (proj/"outputs/runs").exists(), "something ran before validation failed"
