@@ -7,13 +7,14 @@ from __future__ import annotations
 import argparse, os, subprocess, sys, time
 from pathlib import Path
 
-from .core import BaldroError, check, read_json, read_yaml, repo_root, set_offline, arithmetic_env
+from .core import BaldroError, check, read_json, read_yaml, repo_root, set_offline, arithmetic_env, atomic_write
 from .vocab import RESULTS_CSV, RUNS_DIR, REPORT_DIR
 from .execution import run_grid, collect, run_state, list_runs, RunInterrupted
-from .fingerprint import fingerprint_study, verify, published_manifest_path
+from .fingerprint import fingerprint_study, verify, published_manifest_path, files_digest
 
 # %% auto #0
-__all__ = ['SHOW', 'STUDY_PARAMS', 'results_table', 'study_report', 'acceptance_from_runs', 'acceptance_report', 'study', 'main']
+__all__ = ['SHOW', 'REPORT_INPUTS', 'STUDY_PARAMS', 'results_table', 'report_inputs', 'study_report', 'acceptance_from_runs',
+           'acceptance_report', 'study', 'main']
 
 # %% ../nbs/14_cli.ipynb #8d4c74a0
 SHOW = ["model", "method", "objective", "seed", "status", "n_runs", "lr", "beta_dv", "forget_quality", "model_utility",
@@ -31,17 +32,30 @@ def results_table(outputs, kind=("unlearn", "miniature")) -> str:
     with pd.option_context("display.max_rows", 500, "display.width", 200, "display.float_format", "{:.4g}".format):
         return df[cols].to_string(index=False)
 
+REPORT_INPUTS = "inputs.sha256"   # in the report folder: the digest of what the report was built from
+
+def report_inputs(root, outputs, expected=None) -> str:
+    "Digest of what the report reads: results.csv, the miniature runs' tables, the report notebook, the expected runs and the code that builds it."
+    import baldro_nb.tables as T, baldro_nb.report as R
+    runs = Path(outputs)/RUNS_DIR
+    files = [Path(outputs)/RESULTS_CSV, *sorted(runs.glob("miniature__*/*.csv")), *sorted(runs.glob("miniature__*/calibration.json")),
+             Path(root)/"nbs/report/report.ipynb", *([Path(expected)] if expected else []), Path(T.__file__), Path(R.__file__)]
+    return files_digest(files)
+
 def study_report(root, outputs, expected=None, threads: int = 1, pinned: bool = True) -> Path | None:
-    "Build `<outputs>/report/index.html` with `python -m baldro_nb.report` (papermill, then nbconvert) in a child process with the runs' arithmetic."
+    "Build `<outputs>/report/index.html` with `python -m baldro_nb.report` (papermill, then nbconvert) in a child process with the runs' arithmetic; skipped when its inputs have not changed."
     root = Path(root)
     if not (root/"nbs/report/report.ipynb").exists(): print("no nbs/report/report.ipynb yet: report skipped."); return None
-    rep = Path(outputs)/REPORT_DIR
+    rep = Path(outputs)/REPORT_DIR; digest = report_inputs(root, outputs, expected)
+    if (rep/"index.html").exists() and (rep/REPORT_INPUTS).exists() and (rep/REPORT_INPUTS).read_text().strip() == digest:
+        print("report: its inputs have not changed since it was built: not rebuilt."); return rep/"index.html"
     cmd = [sys.executable, "-m", "baldro_nb.report", str(Path(outputs)/RESULTS_CSV), str(Path(outputs)/RUNS_DIR), str(rep)]
     if expected: cmd += ["--expected", str(expected)]
     # its intervals are numpy sums: the same arithmetic as the runs, so that answers.csv is the same bits everywhere
     r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env={**os.environ, **arithmetic_env(threads, pinned)})
     check(r.returncode == 0, f"the report did not build: {r.stderr.strip()[-2000:]}",
           "open outputs/report/report.ipynb to see the failing cell, or rerun `baldro study` after fixing it.")
+    atomic_write(rep/REPORT_INPUTS, digest + "\n")
     return rep/"index.html"
 
 # %% ../nbs/14_cli.ipynb #ac0e7a04

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_evaluation.ipynb #3a592a74
 from __future__ import annotations
-import math, time
+import math, sys, time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +13,8 @@ import numpy as np
 
 from .core import BaldroError, check, read_json, write_json
 from .data import IGNORE_INDEX, Template, encode_qa, encode_prompt, load_tofu
-from .vocab import FORGET_SPLITS, MIA_ATTACKS, MODEL_UTILITY_KEYS, split_pairing
+from .vocab import FORGET_SPLITS, MIA_ATTACKS, MODEL_UTILITY_KEYS, RETAIN_IDENTITY, split_pairing
+from .fingerprint import retain_identity, check_retain_identity, RETAIN_IDENTITY_KEYS
 from .gibberish import gibberish_scores
 from .objectives import split_lm
 from .metrics import (MIA_K, exact_memorization, extraction_strength, forget_quality, mia_auc, min_k_pp_score,
@@ -412,10 +413,16 @@ def write_eval_logs(out_dir, logs: dict, summary: dict | None = None) -> Path:
     write_json(out/"TOFU_SUMMARY.json", summary if summary is not None else summarize(logs), indent=4)
     return out
 
-def publish_eval_logs(src_dir, dest_dir) -> Path:
-    "Copy TOFU_EVAL.json and TOFU_SUMMARY.json from `src_dir` to `dest_dir`, each atomically, byte for byte."
+def publish_eval_logs(src_dir, dest_dir) -> Path | None:
+    "Copy TOFU_EVAL.json, TOFU_SUMMARY.json (and identity.json) from `src_dir` to `dest_dir`, each atomically, byte for byte; None (and nothing copied) over another model's log."
     from baldro_nb.core import atomic_write
-    for f in ("TOFU_EVAL.json", "TOFU_SUMMARY.json"): atomic_write(Path(dest_dir)/f, (Path(src_dir)/f).read_bytes())
+    mine, theirs = retain_identity(src_dir), retain_identity(dest_dir)
+    if mine and theirs and any(str(mine.get(k)) != str(theirs.get(k)) for k in (*RETAIN_IDENTITY_KEYS, "weights")):
+        print(f"{dest_dir} holds the log of another retain model ({', '.join(f'{k} {theirs.get(k)}' for k in RETAIN_IDENTITY_KEYS)}): "
+              f"left as it is; this log stays in {src_dir}", file=sys.stderr)
+        return None
+    for f in ("TOFU_EVAL.json", "TOFU_SUMMARY.json", RETAIN_IDENTITY):
+        if f != RETAIN_IDENTITY or (Path(src_dir)/f).exists(): atomic_write(Path(dest_dir)/f, (Path(src_dir)/f).read_bytes())
     return Path(dest_dir)
 
 # %% ../nbs/10_evaluation.ipynb #49ae5f30
@@ -467,12 +474,13 @@ def load_retain_auc(path, key: str = "mia_min_k") -> float | None:
 
 # %% ../nbs/10_evaluation.ipynb #3f9ff262
 def make_retain_reference(model, tokenizer, template: Template, out_dir, source=None, forget_split: str = "forget01",
-                          **kw) -> Path:
-    "Evaluate the retain model (no retain log) and write its TOFU_EVAL.json/TOFU_SUMMARY.json; returns the log path."
+                          identity: dict | None = None, **kw) -> Path:
+    "Evaluate the retain model (no retain log) and write its TOFU_EVAL.json/TOFU_SUMMARY.json (+ `identity.json` when given); returns the log path."
     logs, summary = evaluate_tofu(model, tokenizer, template, source=source, forget_split=forget_split,
                                   retain_logs=None, out_dir=None, **kw)
     logs["eval_info"] = {"forget_split": forget_split, "n_forget": len(logs["forget_truth_ratio"]["value_by_index"])}
     write_eval_logs(out_dir, logs, summary)
+    if identity is not None: write_json(Path(out_dir)/RETAIN_IDENTITY, {**identity, **logs["eval_info"]})
     return Path(out_dir)/"TOFU_EVAL.json"
 
 # %% ../nbs/10_evaluation.ipynb #a0f9b116

@@ -13,7 +13,7 @@ import multiprocessing as mp
 from .core import (BaldroError, check, atomic_write, write_json, read_json, write_yaml, read_yaml, repo_root,
                             capture_env, file_lock, arithmetic_env, ARITHMETIC_VARS)
 from .vocab import RESULT_COLUMNS, RESULTS_CSV, RUNS_DIR, method_label
-from .grid import KINDS, load_runs, _with_needs, validate, plan, notebook_params, run_method
+from .grid import KINDS, load_runs, _with_needs, validate, plan, notebook_params, run_method, input_params, artefact_name
 from .forkserver import (ForkServer, warm_kernel_manager, _die_with_parent, LIVE_KERNELS, KERNEL_HOOKS,
                                   signal_kernels)
 
@@ -47,13 +47,22 @@ def scrub_paths(text: str, root) -> str:
 
 # %% ../nbs/13_execution.ipynb #0c44dec4
 def publish_artefacts(run: dict, run_dir, outputs) -> list:
-    "Link a finished run's artefacts into place (relative symlinks); returns the links made."
+    "Link a finished run's artefacts into place (relative symlinks, made atomically), never over another run's; returns the links made."
     made = []
     for src, dst in KINDS[run["kind"]].publish(run["params"]):
         s, t = Path(run_dir)/src, Path(outputs)/dst
-        if s.exists() and not t.exists() and not t.is_symlink():
-            t.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(os.path.relpath(s, t.parent), t); made.append(t)
+        if not s.exists(): continue
+        rel = os.path.relpath(s, t.parent)
+        if t.is_symlink() and os.readlink(t) == rel: continue
+        if t.exists() or t.is_symlink():
+            if t.is_symlink() or not s.is_file() or not t.is_file() or t.read_bytes() != s.read_bytes():
+                print(f"{artefact_name(('@', dst))} stays as published by {os.readlink(t) if t.is_symlink() else 'another run or by hand'}; "
+                      f"{run['run_id']}'s is in its run folder (the runs of its grid read it there). Fix: remove "
+                      f"{artefact_name(('@', dst))} and rerun `baldro run` to publish this one there.", file=sys.stderr)
+            continue
+        t.parent.mkdir(parents=True, exist_ok=True); tmp = t.with_name(f".{t.name}.{os.getpid()}.link")
+        with contextlib.suppress(FileNotFoundError): tmp.unlink()
+        os.symlink(rel, tmp); os.replace(tmp, t); made.append(t)
     return made
 
 # %% ../nbs/13_execution.ipynb #5a7e0c02
@@ -452,7 +461,12 @@ def run_grid(params, root=None, outputs=None, jobs: int = 1, executor: str = "lo
     for r in [r for lv in levels for r in lv if done(r) and state[r["run_id"]].status.get("status") != "ok"]:
         try: _record_finished(r, outputs/RUNS_DIR/r["run_id"], run_paths(r, root, outputs), root, outputs, state[r["run_id"]].status)
         except OSError as e: print(f"warning: could not record the finished run {r['run_id']}: {_err(e, root)}", file=sys.stderr)
-    statuses, todo = [], [[r for r in lv if not done(r)] for lv in levels]
+    by_id = {r["run_id"]: r for lv in levels for r in lv}
+    def fed(r):   # the run, reading its providers' artefacts from their run folders (where its notebook takes the path)
+        declared = notebook_params(root/"nbs"/r["notebook"])
+        add = {k: v for k, v in input_params(r, by_id, root, outputs).items() if k in declared and r["params"].get(k) is None}
+        return {**r, "params": {**r["params"], **add}} if add else r
+    statuses, todo = [], [[fed(r) for r in lv if not done(r)] for lv in levels]
     for r in [r for lv in todo for r in lv if state[r["run_id"]].state == "corrupt"]:
         print(f"redoing {r['run_id']}: " + "; ".join(state[r["run_id"]].problems), file=sys.stderr)
     n_skip = sum(len(lv) for lv in levels) - sum(len(lv) for lv in todo)
@@ -471,7 +485,8 @@ def run_grid(params, root=None, outputs=None, jobs: int = 1, executor: str = "lo
         results()
     with _Interrupts() as stop:   # a second interrupt exits at once until run_grid returns
         try:
-            if executor == "local": _local_levels(todo, root, outputs, max(1, jobs), timeout, on_done, warm_kernels, stop=stop, env=env)
+            if not any(todo): pass                   # nothing to run: no workers, no fork server
+            elif executor == "local": _local_levels(todo, root, outputs, max(1, jobs), timeout, on_done, warm_kernels, stop=stop, env=env)
             elif executor in ("slurm", "submitit-local"):
                 _slurm_levels(todo, root, outputs, jobs, timeout, on_done, cluster="local" if executor == "submitit-local" else "slurm",
                               stop=stop, env=env, **slurm)

@@ -7,13 +7,14 @@ from __future__ import annotations
 import csv, hashlib, io, json, os, re
 from pathlib import Path
 
-from .core import check, read_json, write_json, capture_env, git_info, repo_root
+from .core import BaldroError, check, read_json, write_json, capture_env, git_info, repo_root
 from .vocab import (DATA_DIR, MODELS_DIR, RETAIN_LOGS_DIR, RUNS_DIR, REPORT_DIR, STAGES, MINI_CALIBRATION,
-                             MINI_ENDPOINTS, MINI_TRAJECTORY, ANSWERS_CSV)
+                             MINI_ENDPOINTS, MINI_TRAJECTORY, ANSWERS_CSV, RETAIN_IDENTITY)
 
 # %% auto #0
-__all__ = ['MANIFEST_STAGES', 'MANIFEST_FORMAT', 'NO_RESULT_PACKAGES', 'IDENTICAL_WORDS', 'MANIFEST_JSON', 'sha256_file',
-           'is_timing', 'csv_digest', 'json_digest', 'artefact_key', 'artefact_digests', 'runs_arithmetic',
+__all__ = ['WEIGHT_FILES', 'RETAIN_IDENTITY_KEYS', 'MANIFEST_STAGES', 'MANIFEST_FORMAT', 'NO_RESULT_PACKAGES', 'IDENTICAL_WORDS',
+           'MANIFEST_JSON', 'sha256_file', 'files_digest', 'is_timing', 'csv_digest', 'json_digest', 'weights_digest',
+           'retain_identity', 'check_retain_identity', 'artefact_key', 'artefact_digests', 'runs_arithmetic',
            'study_manifest', 'compare_manifests', 'likely_causes', 'verify_text', 'published_manifest_path',
            'write_manifest', 'read_manifest', 'verify', 'fingerprint_study']
 
@@ -23,6 +24,13 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while b := f.read(chunk): h.update(b)
+    return h.hexdigest()
+
+def files_digest(paths) -> str:
+    "sha256 over the given files' names and contents (a missing file counts as missing): whether a set of inputs changed."
+    h = hashlib.sha256()
+    for p in paths:
+        p = Path(p); h.update(f"{p}\t{sha256_file(p) if p.is_file() else 'missing'}\n".encode())
     return h.hexdigest()
 
 def is_timing(name) -> bool:
@@ -46,6 +54,37 @@ def json_digest(path) -> str:
     "sha256 of a JSON file's canonical form (sorted keys, no spaces) without its timing keys, at any depth."
     s = json.dumps(_untimed(read_json(path)), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(s.encode()).hexdigest()
+
+# %% ../nbs/19_fingerprint.ipynb #f19a0021
+WEIGHT_FILES = ("*.safetensors", "*.bin")
+
+def weights_digest(folder) -> str | None:
+    "sha256 over the sorted names and sha256 of the weight files in `folder` (None when it holds none or does not exist)."
+    folder = Path(folder)
+    files = sorted({f for g in WEIGHT_FILES for f in folder.glob(g) if f.is_file()}) if folder.is_dir() else []
+    if not files: return None
+    return hashlib.sha256("".join(f"{f.name}\t{sha256_file(f)}\n" for f in files).encode()).hexdigest()
+
+# %% ../nbs/19_fingerprint.ipynb #3f9ff264
+RETAIN_IDENTITY_KEYS = ("model", "forget_split", "data_source")   # what must agree between a retain log and its consumer
+
+def retain_identity(log_path) -> dict | None:
+    "The `identity.json` beside a retain log (None when there is none)."
+    p = Path(log_path); f = (p if p.is_dir() else p.parent)/RETAIN_IDENTITY
+    return read_json(f) if f.is_file() else None
+
+def check_retain_identity(log_path, override: bool = False, **expected) -> str:
+    "'checked', 'not checked: ...' or 'overridden: ...'; a BaldroError naming both sides when the log is another model's, split's or source's."
+    ident = retain_identity(log_path)
+    if ident is None: return f"not checked: {log_path} has no {RETAIN_IDENTITY} beside it (made by hand or by an older version)"
+    bad = [f"{k}: the log's {ident.get(k)!r}, this run's {v!r}" for k, v in expected.items()
+           if k in RETAIN_IDENTITY_KEYS and v is not None and k in ident and str(ident[k]) != str(v)]
+    if not bad: return "checked"
+    msg = f"the retain log {log_path} belongs to another run of the retain model ({'; '.join(bad)})"
+    if override: return f"overridden: {msg}"
+    raise BaldroError(f"{msg}. Fix: point retain_log at the log of {expected.get('model')}'s retain model for "
+                      f"{expected.get('forget_split')} on {expected.get('data_source')} (its grid's retain_eval run makes it), "
+                      "or set retain_log_check: false to use this one anyway (the run records that).")
 
 # %% ../nbs/19_fingerprint.ipynb #f19a0010
 MANIFEST_STAGES = (   # (stage, glob under the outputs folder, digest), in pipeline order

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_grid.ipynb #0f035be6
 from __future__ import annotations
-import ast, itertools, json, math
+import ast, itertools, json, math, os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -12,13 +12,15 @@ from pathlib import Path
 import yaml
 
 from .core import BaldroError, check, read_yaml, run_id, repo_root
-from .vocab import (FORGET_SPLITS, MODEL_NAMES, REWEIGHTINGS, REWEIGHTING_PARAMS, DIRECTIONS, POOLS, UNITS, COMPATS, STAGES, DTYPES,
+from .fingerprint import check_retain_identity
+from .vocab import (RUNS_DIR, FORGET_SPLITS, MODEL_NAMES, REWEIGHTINGS, REWEIGHTING_PARAMS, DIRECTIONS, POOLS, UNITS, COMPATS, STAGES, DTYPES,
                              ATTN_IMPLEMENTATIONS, objective_key, method_label, model_rel, retain_log_rel, retain_stage)
 
 # %% auto #0
-__all__ = ['RESERVED', 'KINDS', 'PARAM_SCHEMA', 'LIST_PARAMS', 'NAME_CHECKS', 'expand_subgrid', 'expand_grid', 'Kind',
-           'artefact_path', 'artefact_name', 'Param', 'coerce_param', 'normalise_params', 'resolve_run',
-           'notebook_params', 'notebook_defaults', 'run_method', 'validate', 'plan', 'load_runs']
+__all__ = ['RESERVED', 'KINDS', 'PARAM_SCHEMA', 'LIST_PARAMS', 'NAME_CHECKS', 'NEED_PARAMS', 'expand_subgrid', 'expand_grid',
+           'Kind', 'artefact_path', 'artefact_name', 'Param', 'coerce_param', 'normalise_params', 'resolve_run',
+           'notebook_params', 'notebook_defaults', 'run_method', 'validate', 'plan', 'key_by_providers', 'input_params',
+           'load_runs']
 
 # %% ../nbs/11_grid.ipynb #850738e3
 RESERVED = ("kind", "notebook", "defaults", "axes", "include", "exclude", "name")
@@ -133,6 +135,7 @@ KINDS: dict[str, Kind] = {
                      publish=lambda p: [("model", model_rel(p["model"], p.get("stage", "full")))]),
     "retain_eval": Kind("retain_eval", "experiments/retain_eval.ipynb", ("model", "forget_split"),
                         provides=lambda p: [("@", retain_log_rel(p["model"], p.get("forget_split", "forget01")))],
+                        publish=lambda p: [("TOFU_EVAL.json", retain_log_rel(p["model"], p.get("forget_split", "forget01")))],
                         needs=lambda p: _need(p, "model_dir", "retain model",
                                               model_rel(p["model"], retain_stage(p.get("forget_split", "forget01"))))),
     "unlearn": Kind("unlearn", "experiments/unlearn.ipynb", ("model", "method", "seed"), needs=_unlearn_needs),
@@ -181,6 +184,7 @@ PARAM_SCHEMA: dict[str, Param] = {
     "out_dir": Param(_S, example="out"), "model_dir": Param(_S, example="../outputs/models/tiny-llama/retain99"),
     "target_dir": Param(_S, example="../outputs/models/tiny-llama/full"), "log_path": Param(_S, example="retain_log.json"),
     "retain_log": Param(_S, example="../outputs/retain_logs/tiny-llama_retain99/TOFU_EVAL.json"),
+    "retain_log_check": Param(_B, example="false"),
     # the schedule (null: the training preset's / the model recipe's value)
     "lr": Param(_F, gt=0, null=True, example="1.0e-5"), "epochs": Param(_F, gt=0, null=True, example="2"),
     "batch_size": Param(_I, ge=1, null=True, example="4"), "grad_accum": Param(_I, ge=1, null=True, example="2"),
@@ -389,12 +393,25 @@ def validate(runs: list[dict], root, outputs) -> None:
             except Exception as e: errs.append(f"{rid}: its method does not resolve ({type(e).__name__}: {e}). Fix: check its method parameters in {where}.")
     files = sorted({str(r["params_file"]) for r in runs if r.get("params_file")})
     runs = [r for r in runs if _complete(r)]   # the others are reported above
-    provided = {artefact_name(a) for r in runs for a in KINDS[r["kind"]].provides(r["params"])}
+    makers = {}
+    for r in {r["run_id"]: r for r in runs}.values():
+        for a in KINDS[r["kind"]].provides(r["params"]): makers.setdefault(artefact_name(a), []).append(r["run_id"])
+    for a, ids in makers.items():
+        if len(ids) > 1: errs.append(f"{a} would be made by {len(ids)} runs with different parameters ({', '.join(ids)}): "
+                                     f"which one the runs that need it read would be a matter of order. Fix: keep one of them in {', '.join(files) or 'the params file'}.")
+    provided = set(makers)
     for r in runs:
         try: needs = KINDS[r["kind"]].needs(r["params"])
         except (KeyError, BaldroError) as e: errs.append(f"{r['run_id']}: {e}"); continue
         for what, a in needs:
-            if artefact_name(a) in provided or artefact_path(a, root, outputs).exists(): continue
+            if artefact_name(a) in provided: continue
+            if artefact_path(a, root, outputs).exists():
+                if what == "retain log":   # a log made elsewhere: whose it is, checked now rather than in the kernel
+                    p = {**notebook_defaults(root/"nbs"/r["notebook"]), **r["params"]}
+                    try: check_retain_identity(artefact_path(a, root, outputs), override=p.get("retain_log_check") is False,
+                                               model=p.get("model"), forget_split=p.get("forget_split"), data_source=p.get("data_source"))
+                    except BaldroError as e: errs.append(f"{r['run_id']}: {e}")
+                continue
             fix = {"target model": f"add a `finetune` run (model: {r['params'].get('model')}, stage: full) to the grid, or set `target_dir` to an existing model folder",
                    "retain model": f"add a `finetune` run (model: {r['params'].get('model')}, stage: retainXX) to the grid, or set `model_dir`",
                    "retain log": f"add a `retain_eval` run (model: {r['params'].get('model')}, forget_split: {r['params'].get('forget_split', 'forget01')}) to the grid, or set `retain_log` to an existing TOFU_EVAL.json"}[what]
@@ -419,10 +436,44 @@ def plan(runs: list[dict]) -> list[list[dict]]:
     n = 1 + max(level.values(), default=-1)
     return [sorted([r for r in uniq if level[r["run_id"]] == i], key=lambda r: r["run_id"]) for i in range(n)]
 
+# %% ../nbs/11_grid.ipynb #4029ebb7
+NEED_PARAMS = {"target model": "target_dir", "retain model": "model_dir", "retain log": "retain_log"}   # need -> the notebook's path parameter
+
+def key_by_providers(runs: list[dict]) -> list[dict]:
+    "`runs` with ids that also hash the ids of the runs that make what they need (`inputs`: need -> provider run id)."
+    def sound(r):   # incomplete runs, or runs whose needs cannot be named, keep their ids: `validate` reports them
+        try: return _complete(r) and (KINDS[r["kind"]].needs(r["params"]), KINDS[r["kind"]].provides(r["params"])) is not None
+        except (KeyError, BaldroError): return False
+    ok = [r for r in runs if sound(r)]
+    maker = {}
+    for r in ok:
+        for a in KINDS[r["kind"]].provides(r["params"]): maker.setdefault(artefact_name(a), r["run_id"])
+    new, inputs = {}, {}
+    for lv in plan(ok):
+        for r in lv:
+            ups = {what: new[maker[artefact_name(a)]] for what, a in KINDS[r["kind"]].needs(r["params"]) if artefact_name(a) in maker}
+            inputs[r["run_id"]] = ups
+            new[r["run_id"]] = (r["run_id"].rsplit("__", 1)[0] + "__" + run_id({**r["params"], "kind": r["kind"], "inputs": ups}, keys=())
+                                if ups else r["run_id"])
+    return [{**r, "run_id": new.get(r["run_id"], r["run_id"]), "inputs": inputs.get(r["run_id"], {})} for r in runs]
+
+def _provided_at(kind: str, params: dict, artefact: str) -> str | None:
+    "Where, inside a run folder of `kind`, the artefact `artefact` (`outputs/...`) is (from the kind's publish rule)."
+    return next((src for src, dst in KINDS[kind].publish(params) if f"outputs/{dst}" == artefact), None)
+
+def input_params(run: dict, runs_by_id: dict, root, outputs) -> dict:
+    "The path parameters (relative to `nbs/`) that point `run` at its providers' artefacts in their run folders."
+    out = {}
+    for what, a in KINDS[run["kind"]].needs(run["params"]):
+        prov = runs_by_id.get(run.get("inputs", {}).get(what))
+        src = prov and _provided_at(prov["kind"], prov["params"], artefact_name(a))
+        if src: out[NEED_PARAMS[what]] = os.path.relpath(Path(outputs)/RUNS_DIR/prov["run_id"]/src, Path(root)/"nbs")
+    return out
+
 # %% ../nbs/11_grid.ipynb #2dec6881
 def load_runs(path_or_spec) -> list[dict]:
-    "Resolved runs of a params file (path) or an already-loaded spec (dict)."
-    if not isinstance(path_or_spec, (str, Path)): return [resolve_run(r) for r in expand_grid(path_or_spec)]
+    "Resolved runs of a params file (path) or an already-loaded spec (dict), keyed by their providers (`key_by_providers`)."
+    if not isinstance(path_or_spec, (str, Path)): return key_by_providers([resolve_run(r) for r in expand_grid(path_or_spec)])
     p = Path(path_or_spec)
     check(p.is_file(), f"params file {p} does not exist.", "pass a file under params/, e.g. params/study_tiny.yaml.")
     try: spec = read_yaml(p)
@@ -433,7 +484,7 @@ def load_runs(path_or_spec) -> list[dict]:
         raise BaldroError(f"params file {p} is not valid YAML: {'; '.join(parts) or str(e).splitlines()[0]}. "
                           f"Fix: correct {p}{f' at line {min(lines)}' if lines else ''} (brackets, quotes, indentation).") from None
     except (OSError, UnicodeDecodeError) as e: raise BaldroError(f"params file {p} cannot be read: {e}. Fix: pass a YAML text file.") from None
-    try: runs = [resolve_run(r) for r in expand_grid(spec)]
+    try: runs = key_by_providers([resolve_run(r) for r in expand_grid(spec)])
     except BaldroError as e: raise BaldroError(f"{p}: {e}") from None
     return [{**r, "params_file": str(p)} for r in runs]
 

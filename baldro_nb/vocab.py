@@ -10,12 +10,12 @@ from .core import BaldroError, check
 
 # %% auto #0
 __all__ = ['FORGET_PCTS', 'FORGET_SPLITS', 'STAGES', 'DATA_DIR', 'MODELS_DIR', 'RETAIN_LOGS_DIR', 'RUNS_DIR', 'CACHE_DIR',
-           'REPORT_DIR', 'RESULTS_CSV', 'ANSWERS_CSV', 'TOFU_HUB_ID', 'OBJECTIVE_NAMES', 'UNITS', 'DIRECTIONS', 'POOLS',
-           'COMPATS', 'REWEIGHTING_PARAMS', 'REWEIGHTINGS', 'VARIANT_LABELS', 'REAL_MODELS', 'TINY_MODELS',
-           'MODEL_NAMES', 'DTYPES', 'ATTN_IMPLEMENTATIONS', 'MODEL_UTILITY_KEYS', 'MIA_ATTACKS', 'NUMERIC_COLUMNS',
-           'RESULT_COLUMNS', 'BASE_VARIANT', 'MINI_ENDPOINTS', 'MINI_TRAJECTORY', 'MINI_SAMPLES', 'MINI_CALIBRATION',
-           'MINI_KEYS', 'TRAJECTORY_COLUMNS', 'ENDPOINT_COLUMNS', 'split_pairing', 'retain_stage', 'model_rel',
-           'retain_log_rel', 'run_rel', 'parse_source', 'objective_key', 'method_label', 'variant_label']
+           'REPORT_DIR', 'RESULTS_CSV', 'ANSWERS_CSV', 'RETAIN_IDENTITY', 'TOFU_HUB_ID', 'OBJECTIVE_NAMES', 'UNITS',
+           'DIRECTIONS', 'POOLS', 'COMPATS', 'REWEIGHTING_PARAMS', 'REWEIGHTINGS', 'VARIANT_LABELS', 'REAL_MODELS',
+           'TINY_MODELS', 'MODEL_NAMES', 'DTYPES', 'ATTN_IMPLEMENTATIONS', 'MODEL_UTILITY_KEYS', 'MIA_ATTACKS',
+           'NUMERIC_COLUMNS', 'RESULT_COLUMNS', 'BASE_VARIANT', 'MINI_ENDPOINTS', 'MINI_TRAJECTORY', 'MINI_SAMPLES',
+           'MINI_CALIBRATION', 'MINI_KEYS', 'TRAJECTORY_COLUMNS', 'ENDPOINT_COLUMNS', 'split_pairing', 'retain_stage',
+           'model_rel', 'retain_log_rel', 'run_rel', 'parse_source', 'objective_key', 'method_label', 'variant_label']
 
 # %% ../nbs/01_vocab.ipynb #a407a003
 FORGET_PCTS = (1, 5, 10)
@@ -38,6 +38,7 @@ STAGES = ("full", *(retain_stage(f) for f in FORGET_SPLITS))   # finetuned model
 DATA_DIR, MODELS_DIR, RETAIN_LOGS_DIR, RUNS_DIR, CACHE_DIR, REPORT_DIR = "data", "models", "retain_logs", "runs", "cache", "report"
 RESULTS_CSV = "results.csv"
 ANSWERS_CSV = "answers.csv"   # in the report folder: one row per paired comparison and the positive control
+RETAIN_IDENTITY = "identity.json"   # beside a retain log: whose log it is (model, weights, data source, split, settings)
 
 def model_rel(model: str, stage: str, seed: int = 0) -> str:
     "`models/<model>/<stage>` (`<stage>_seed<k>` for seed k ≠ 0): a finetuned target or retain model."
