@@ -4,14 +4,15 @@
 
 # %% ../nbs/02_data.ipynb #244b72e3
 from __future__ import annotations
-import json, os, random, re, shutil, tempfile
+import json, os, random, re, shutil, sys, tempfile
 from dataclasses import dataclass, field, asdict
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from .core import BaldroError, check, atomic_write, outputs_dir, file_lock, set_offline
+from .core import BaldroError, check, atomic_write, outputs_dir, file_lock, set_offline, read_json, write_json
 from .vocab import FORGET_PCTS, TOFU_HUB_ID, DATA_DIR, split_pairing, parse_source
+from .fingerprint import sha256_file
 
 # %% auto #0
 __all__ = ['TOFU_CONFIGS', 'GENERAL_CONFIGS', 'FACT_FIELDS', 'MAX_POOL', 'QA_KINDS', 'N_PHRASING_AUTHORS', 'TOFU_MINI_VERSION',
@@ -351,15 +352,30 @@ def tofu_mini_dir(seed: int = 0, n_authors: int = 200, qa_per_author: int = 20) 
     "Where `ensure_tofu_mini` keeps this variant."
     return outputs_dir()/DATA_DIR/f"tofu_mini_v{TOFU_MINI_VERSION}_seed{seed}_a{n_authors}_q{qa_per_author}"
 
+_INTACT: set = set()   # folders checked against their record in this process
+
+def _tofu_mini_damage(d: Path) -> str | None:
+    "Why a cached TOFU-mini folder is not what was generated (a file missing or changed since), or None (also with no record)."
+    rec = d.parent/f".{d.name}.sha256.json"
+    if not (d/"README.md").exists(): return "not generated yet"
+    if d in _INTACT or not rec.exists(): return None
+    for name, h in read_json(rec).items():
+        if not (d/name).is_file(): return f"{d/name} is missing"
+        if sha256_file(d/name) != h: return f"{d/name} is not what was generated (another sha256: truncated or changed)"
+    _INTACT.add(d); return None
+
 def ensure_tofu_mini(seed: int = 0, n_authors: int = 200, qa_per_author: int = 20) -> Path:
-    "The cached TOFU-mini folder for these settings (built atomically under a lock on first use)."
+    "The cached TOFU-mini folder for these settings (built atomically under a lock on first use; regenerated when a file was damaged since)."
     d = tofu_mini_dir(seed, n_authors, qa_per_author)
-    if (d/"README.md").exists(): return d
+    if _tofu_mini_damage(d) is None: return d
     with file_lock(d.parent/f".{d.name}.lock"):
-        if (d/"README.md").exists(): return d
+        why = _tofu_mini_damage(d)
+        if why is None: return d
+        if why != "not generated yet": print(f"regenerating {d}: {why}", file=sys.stderr)
         tmp = Path(tempfile.mkdtemp(dir=d.parent, prefix=f".{d.name}."))
         try:
             make_tofu_mini(tmp, seed, n_authors, qa_per_author)
+            write_json(d.parent/f".{d.name}.sha256.json", {f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if f.is_file()})
             if d.exists(): shutil.rmtree(d)
             os.replace(tmp, d)
         finally:

@@ -12,15 +12,17 @@ import multiprocessing as mp
 
 from .core import (BaldroError, check, atomic_write, write_json, read_json, write_yaml, read_yaml, repo_root,
                             capture_env, file_lock, arithmetic_env, ARITHMETIC_VARS)
-from .vocab import RESULT_COLUMNS, RESULTS_CSV, RUNS_DIR, method_label
+from .vocab import (RESULT_COLUMNS, RESULTS_CSV, RUNS_DIR, MINI_ENDPOINTS, MINI_TRAJECTORY, MINI_SAMPLES, MINI_CALIBRATION,
+                             method_label)
 from .grid import KINDS, load_runs, _with_needs, validate, plan, notebook_params, run_method, input_params, artefact_name
 from .forkserver import (ForkServer, warm_kernel_manager, _die_with_parent, LIVE_KERNELS, KERNEL_HOOKS,
                                   signal_kernels)
 
 # %% auto #0
-__all__ = ['PARTIAL_NB', 'RUN_STATES', 'KERNEL_START_FAILURE', 'INTERRUPT_GRACE_S', 'run_paths', 'papermill_command',
-           'scrub_paths', 'publish_artefacts', 'RunState', 'lock_held', 'run_state', 'list_runs', 'execute_run',
-           'run_row', 'failed_row', 'collect', 'kernel_env', 'RunInterrupted', 'run_grid']
+__all__ = ['PARTIAL_NB', 'RUN_STATES', 'ARTEFACTS_JSON', 'RESULT_FILES', 'KERNEL_START_FAILURE', 'INTERRUPT_GRACE_S', 'run_paths',
+           'papermill_command', 'scrub_paths', 'publish_artefacts', 'RunState', 'record_artefacts', 'lock_held',
+           'run_state', 'list_runs', 'execute_run', 'run_row', 'failed_row', 'collect', 'kernel_env', 'RunInterrupted',
+           'run_grid']
 
 # %% ../nbs/13_execution.ipynb #5f8cc829
 PARTIAL_NB = ".run.partial.ipynb"   # where papermill writes while it runs; moved to run.ipynb once whole
@@ -87,6 +89,29 @@ def _load(path: Path, reader, problems: list):
     if not isinstance(v, dict): problems.append(f"{path}: holds a {type(v).__name__}, not an object"); return None
     return v
 
+ARTEFACTS_JSON = "artefacts.json"   # in a finished run's folder: the size of every file it made that others read
+RESULT_FILES = (MINI_ENDPOINTS, MINI_TRAJECTORY, MINI_SAMPLES, MINI_CALIBRATION, "TOFU_EVAL.json", "TOFU_SUMMARY.json", "steps.jsonl")
+
+def _files(p: Path) -> list[Path]:
+    return sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")) if p.is_dir() else [p] if p.is_file() else []
+
+def record_artefacts(run: dict, d) -> dict:
+    "Write `artefacts.json`: {path in the run folder: size} of what `run` publishes (links followed) and its result files."
+    d = Path(d); srcs = [src for src, _ in KINDS[run["kind"]].publish(run["params"])] + [f for f in RESULT_FILES if (d/f).is_file()]
+    rec = {f.relative_to(d).as_posix(): f.stat().st_size for s in dict.fromkeys(srcs) for f in _files(d/s)}
+    write_json(d/ARTEFACTS_JSON, rec); return rec
+
+def _artefacts_lost(d: Path) -> list[str]:
+    "What of a run's recorded artefacts is missing or changed size since it finished, as `path: reason`."
+    try: rec = read_json(d/ARTEFACTS_JSON)
+    except (OSError, ValueError): return []   # recorded before artefacts.json existed, or unreadable: nothing to compare
+    out = []
+    for rel, size in rec.items():
+        f = d/rel
+        if not f.is_file(): out.append(f"{f}: missing (it was there when the run finished)")
+        elif f.stat().st_size != size: out.append(f"{f}: {f.stat().st_size} bytes, {size} when the run finished")
+    return out
+
 def lock_held(d) -> bool:
     "Whether a live process holds the lock of run folder `d` (`execute_run` holds it for the whole run)."
     try: fd = os.open(Path(d)/".lock", os.O_RDONLY)
@@ -107,6 +132,7 @@ def run_state(d, check_lock: bool = True) -> RunState:
     if s == "running" and check_lock and lock_held(d): state = "running"
     elif s in ("error", "interrupted"): state = s
     elif any(p.startswith((str(d/"metrics.json"), str(d/"params.yaml"))) for p in problems): state = "corrupt"
+    elif metrics is not None and (lost := _artefacts_lost(d)): problems += lost; state = "corrupt"
     elif metrics is not None: state = "done"
     else: state = "incomplete"
     return RunState(state, st, params or {}, metrics, problems)
@@ -178,7 +204,7 @@ def _promote_notebook(d: Path, P: dict, root) -> str | None:
 
 def _record_finished(run: dict, d: Path, P: dict, root, outputs, st: dict) -> dict:
     "A done run whose status.json does not say ok (its executor died after the notebook's last write): record it."
-    _promote_notebook(d, P, root); publish_artefacts(run, d, outputs)
+    _promote_notebook(d, P, root); publish_artefacts(run, d, outputs); record_artefacts(run, d)
     st = {**st, "run_id": run["run_id"], "kind": run["kind"], "notebook": run["notebook"], "status": "ok", "error": None,
           "note": "recorded after its runner stopped (metrics.json was whole)"}
     _write(write_json, d/"status.json", st)
@@ -245,7 +271,7 @@ def _execute_locked(run, root, outputs, P, base, timeout) -> dict:
     if err and stopped:
         st["status"], st["error"] = "interrupted", f"interrupted (Ctrl-C) after {st['wall_s']:.0f} s; `baldro run` redoes it"
     else: st["status"], st["error"] = ("error", scrub_paths(err, root)[:2000]) if err else ("ok", None)
-    if not err: publish_artefacts(run, d, outputs)
+    if not err: publish_artefacts(run, d, outputs); record_artefacts(run, d)
     _write(write_json, d/"status.json", st)
     if ctrl_c: raise KeyboardInterrupt
     return st

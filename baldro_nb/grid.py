@@ -269,9 +269,7 @@ def _once(key, items, shown, where):
     if rep: raise BaldroError(f"{key} lists {rep[0]} twice. Fix: list each once in {where}.")
 
 def _seeds(value, where="the params file") -> list:
-    v = _list("seeds", value, where, "[0, 1, 2, 3, 4]")
-    for x in v: coerce_param("seed", x, null_ok=False, where=where)
-    v = [coerce_param("seed", x, where=where) for x in v]
+    v = [coerce_param("seed", x, null_ok=False, where=where) for x in _list("seeds", value, where, "[0, 1, 2, 3, 4]")]
     _once("seeds", v, [str(x) for x in v], where + " (a repeated seed would count its pair twice)"); return v
 
 def _lr_grid(value, where="the params file") -> list:

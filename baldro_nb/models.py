@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_models.ipynb #6a1fc3b8
 from __future__ import annotations
-import json, os, shutil, tempfile
+import json, os, shutil, sys, tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,9 +12,10 @@ from .core import (BaldroError, check, atomic_write, outputs_dir, file_lock, wri
                             usual_mode)
 from .data import Template, encode_qa, encode_prompt, ensure_tofu_mini, tofu_mini_rows, IGNORE_INDEX
 from .vocab import MODEL_NAMES, REAL_MODELS, TINY_MODELS, DTYPES, ATTN_IMPLEMENTATIONS, model_rel
+from .fingerprint import sha256_file
 
 # %% auto #0
-__all__ = ['CHAT_TEMPLATES', 'FAMILY_TOKENS', 'TINY_ARCH', 'MODELS', 'TINY_VOCAB', 'TINY_TOKENIZER_VERSION',
+__all__ = ['CHAT_TEMPLATES', 'FAMILY_TOKENS', 'TINY_ARCH', 'MODELS', 'TINY_VOCAB', 'TINY_TOKENIZER_VERSION', 'VERIFIED_FILES',
            'family_special_tokens', 'ModelSpec', 'get_spec', 'build_tiny_tokenizer', 'save_tokenizer',
            'config_chat_template', 'load_tokenizer', 'stage_dir', 'build_atomically', 'ensure_tiny_base',
            'fast_attention_masks', 'resolve_model_path', 'load_model']
@@ -214,10 +215,26 @@ def stage_dir(name: str, stage: str, seed: int = 0) -> Path:
     "`outputs/models/<name>/<stage>` (seed 0) or `.../<stage>_seed<seed>`."
     return outputs_dir()/model_rel(name, stage, seed)
 
+VERIFIED_FILES = ("*.safetensors", "*.bin", "tokenizer.json")   # what a built folder's DONE records the sha256 of
+
+def _damaged(dest: Path) -> str | None:
+    "Why a built folder no longer holds what its DONE recorded (a file missing, or another sha256), or None."
+    try: rec = json.loads((dest/"DONE").read_text() or "{}")
+    except ValueError: return f"{dest/'DONE'} is not readable"
+    for name, h in (rec.get("sha256") or {}).items():
+        f = dest/name
+        if not f.is_file(): return f"{f} is missing"
+        if sha256_file(f) != h: return f"{f} is not what was built (another sha256: truncated or changed)"
+    return None
+
 def build_atomically(dest: Path, build, current=None) -> Path:
-    "Run `build(tmp_dir)` and rename the result to `dest` under a lock, unless `dest` is complete (and `current(dest)`)."
+    "Run `build(tmp_dir)` and rename the result to `dest` under a lock, unless `dest` is complete, intact (and `current(dest)`)."
     dest = Path(dest); done = dest/"DONE"
-    ok = lambda: done.exists() and (current is None or current(dest))   # a stale folder (another recipe...) is rebuilt
+    def ok():   # a stale folder (another recipe...) or a damaged one (a file missing or changed since) is rebuilt
+        if not done.exists() or (current is not None and not current(dest)): return False
+        why = _damaged(dest)
+        if why: print(f"rebuilding {dest}: {why}", file=sys.stderr)
+        return why is None
     if ok(): return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(dest.parent/f".{dest.name}.lock"):
@@ -225,7 +242,8 @@ def build_atomically(dest: Path, build, current=None) -> Path:
         tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
         os.chmod(tmp, usual_mode(0o777))   # mkdtemp's 0700 would hide a shared cache
         try:
-            build(tmp); atomic_write(tmp/"DONE", "")
+            build(tmp)
+            atomic_write(tmp/"DONE", json.dumps({"sha256": {f.name: sha256_file(f) for g in VERIFIED_FILES for f in sorted(tmp.glob(g))}}))
             if dest.exists(): shutil.rmtree(dest)
             os.replace(tmp, dest)
         finally:

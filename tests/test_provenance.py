@@ -90,3 +90,20 @@ def test_a_foreign_retain_log_is_refused_before_any_compute(proj, capsys, monkey
     err = capsys.readouterr().err
     assert "belongs to another run of the retain model (model: the log's 'tiny-qwen3', this run's 'tiny-llama')" in err, err
     assert "set retain_log_check: false" in err and not (out/"runs").exists()
+
+
+def test_a_deleted_or_truncated_model_is_named_and_redone(proj, capsys):
+    "OLD: a deleted model folder left its finetune `done`; the next run failed on an HFValidationError naming a hub id."
+    run_grid(grid(1), root=proj, progress=False)
+    ft = next((proj/"outputs/runs").glob("finetune__tiny-llama__full__*")); w = ft/"model/weights.json"
+    good = w.read_text(); w.write_text(good[:5])                                   # cut short
+    dry = {s["run_id"]: s["status"] for s in run_grid(grid(1), root=proj, progress=False, dry_run=True)}
+    assert dry[ft.name] == "todo" and sum(v == "todo" for v in dry.values()) == 1, dry
+    assert f"(corrupt: {w}: 5 bytes, {len(good)} when the run finished)" in capsys.readouterr().out
+    run_grid(grid(1), root=proj, progress=False)
+    assert w.read_text() == good and "redoing " + ft.name in capsys.readouterr().err
+    import shutil; shutil.rmtree(ft/"model")                                        # deleted
+    dry = {s["run_id"]: s["status"] for s in run_grid(grid(1), root=proj, progress=False, dry_run=True)}
+    assert dry[ft.name] == "todo" and "weights.json: missing (it was there when the run finished)" in capsys.readouterr().out
+    run_grid(grid(1), root=proj, progress=False)
+    assert w.read_text() == good
