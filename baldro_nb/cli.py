@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, os, subprocess, sys, time
 from pathlib import Path
 
-from .core import BaldroError, check, read_json, read_yaml, repo_root, set_offline, arithmetic_env, atomic_write
+from .core import BaldroError, check, read_json, read_yaml, repo_root, set_offline, arithmetic_env, with_env, atomic_write
 from .vocab import RESULTS_CSV, RUNS_DIR, REPORT_DIR
 from .execution import run_grid, collect, run_state, list_runs, RunInterrupted
 from .fingerprint import fingerprint_study, verify, published_manifest_path, files_digest
@@ -52,7 +52,7 @@ def study_report(root, outputs, expected=None, threads: int = 1, pinned: bool = 
     cmd = [sys.executable, "-m", "baldro_nb.report", str(Path(outputs)/RESULTS_CSV), str(Path(outputs)/RUNS_DIR), str(rep)]
     if expected: cmd += ["--expected", str(expected)]
     # its intervals are numpy sums: the same arithmetic as the runs, so that answers.csv is the same bits everywhere
-    r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env={**os.environ, **arithmetic_env(threads, pinned)})
+    r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=with_env(arithmetic_env(threads, pinned)))
     check(r.returncode == 0, f"the report did not build: {r.stderr.strip()[-2000:]}",
           "open outputs/report/report.ipynb to see the failing cell, or rerun `baldro study` after fixing it.")
     atomic_write(rep/REPORT_INPUTS, digest + "\n")

@@ -16,7 +16,7 @@ import yaml
 __all__ = ['HF_OFFLINE_VARS', 'ENV_PACKAGES', 'PINNED_ARITHMETIC', 'THREAD_VARS', 'ARITHMETIC_VARS', 'SIMD_FLAG', 'BaldroError',
            'check', 'seed_everything', 'usual_mode', 'atomic_write', 'write_json', 'read_json', 'write_yaml',
            'read_yaml', 'stable_hash', 'run_id', 'repo_root', 'outputs_dir', 'set_offline', 'git_info',
-           'arithmetic_env', 'cpu_info', 'arithmetic_state', 'arithmetic_key', 'capture_env', 'file_lock']
+           'arithmetic_env', 'with_env', 'cpu_info', 'arithmetic_state', 'arithmetic_key', 'capture_env', 'file_lock']
 
 # %% ../nbs/00_core.ipynb #78973064
 class BaldroError(ValueError):
@@ -150,10 +150,18 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 ARITHMETIC_VARS = (*PINNED_ARITHMETIC, *THREAD_VARS)
 
 def arithmetic_env(threads: int = 1, pinned: bool = True) -> dict:
-    "Environment of a run process: `threads` threads and, when `pinned`, the AVX2 caps of `PINNED_ARITHMETIC`."
+    "Environment of a run process: `threads` threads and the AVX2 caps of `PINNED_ARITHMETIC` (`pinned`) or none of them (None: unset)."
     check(isinstance(threads, (int, np.integer)) and not isinstance(threads, bool) and threads >= 1,
           f"threads must be a whole number >= 1 (threads per run), got {threads!r}.", "e.g. --threads 1 (the default)")
-    return {**(PINNED_ARITHMETIC if pinned else {}), **{v: str(int(threads)) for v in THREAD_VARS}}
+    return {**(PINNED_ARITHMETIC if pinned else dict.fromkeys(PINNED_ARITHMETIC)), **{v: str(int(threads)) for v in THREAD_VARS}}
+
+def with_env(env: dict, base=None) -> dict:
+    "`base` (default: this process's environment) updated by `env`, where a None value removes the variable."
+    out = dict(os.environ if base is None else base)
+    for k, v in env.items():
+        if v is None: out.pop(k, None)
+        else: out[k] = v
+    return out
 
 # %% ../nbs/00_core.ipynb #a1c0e005
 SIMD_FLAG = re.compile(r"(sse.*|ssse3|avx.*|fma|f16c|amx.*)")

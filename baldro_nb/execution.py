@@ -11,7 +11,7 @@ from pathlib import Path
 import multiprocessing as mp
 
 from .core import (BaldroError, check, atomic_write, write_json, read_json, write_yaml, read_yaml, repo_root,
-                            capture_env, file_lock, arithmetic_env, ARITHMETIC_VARS)
+                            capture_env, file_lock, arithmetic_env, with_env, ARITHMETIC_VARS)
 from .vocab import (RESULT_COLUMNS, RESULTS_CSV, RUNS_DIR, MINI_ENDPOINTS, MINI_TRAJECTORY, MINI_SAMPLES, MINI_CALIBRATION,
                              method_label)
 from .grid import KINDS, load_runs, _with_needs, validate, plan, notebook_params, run_method, input_params, artefact_name
@@ -217,7 +217,7 @@ def execute_run(run: dict, root, outputs, env: dict | None = None, timeout: floa
     root, outputs = Path(root).resolve(), Path(outputs).resolve()
     P = run_paths(run, root, outputs); d = P["dir"]
     try:
-        os.chdir(root); os.environ.update(env or {})
+        os.chdir(root); new = with_env(env or {}); os.environ.clear(); os.environ.update(new)   # None: unset (native arithmetic)
         d.mkdir(parents=True, exist_ok=True)
         with file_lock(d/".lock"): return _execute_locked(run, root, outputs, P, base, timeout)
     except Exception as e:   # a file the executor could not write or read (full disk, read-only folder, ...)
@@ -470,7 +470,7 @@ def run_grid(params, root=None, outputs=None, jobs: int = 1, executor: str = "lo
     env = kernel_env(threads, pinned)   # checks `threads` before anything runs
     root = Path(root or repo_root()).resolve()
     outputs = Path(outputs or os.environ.get("BALDRO_OUTPUTS") or root/"outputs").resolve()
-    runs = load_runs(params)
+    runs = load_runs(params, root, outputs)   # keyed by what they consume, in the grid or in `outputs`
     if only:
         sel = [r for r in runs if fnmatch.fnmatch(r["run_id"], only) or only in r["run_id"]]
         check(sel, f"--only {only!r} matches no run.", "run `baldro run FILE --dry-run` to list the run ids.")

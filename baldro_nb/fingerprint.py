@@ -14,9 +14,9 @@ from .vocab import (DATA_DIR, MODELS_DIR, RETAIN_LOGS_DIR, RUNS_DIR, REPORT_DIR,
 # %% auto #0
 __all__ = ['WEIGHT_FILES', 'RETAIN_IDENTITY_KEYS', 'MANIFEST_STAGES', 'MANIFEST_FORMAT', 'NO_RESULT_PACKAGES', 'IDENTICAL_WORDS',
            'MANIFEST_JSON', 'sha256_file', 'files_digest', 'is_timing', 'csv_digest', 'json_digest', 'weights_digest',
-           'retain_identity', 'check_retain_identity', 'artefact_key', 'artefact_digests', 'runs_arithmetic',
-           'study_manifest', 'compare_manifests', 'likely_causes', 'verify_text', 'published_manifest_path',
-           'write_manifest', 'read_manifest', 'verify', 'fingerprint_study']
+           'content_digest', 'retain_identity', 'check_retain_identity', 'artefact_key', 'artefact_digests',
+           'runs_arithmetic', 'study_manifest', 'compare_manifests', 'likely_causes', 'verify_text',
+           'published_manifest_path', 'write_manifest', 'read_manifest', 'verify', 'fingerprint_study']
 
 # %% ../nbs/19_fingerprint.ipynb #f19a0007
 def sha256_file(path, chunk: int = 1 << 20) -> str:
@@ -64,6 +64,27 @@ def weights_digest(folder) -> str | None:
     files = sorted({f for g in WEIGHT_FILES for f in folder.glob(g) if f.is_file()}) if folder.is_dir() else []
     if not files: return None
     return hashlib.sha256("".join(f"{f.name}\t{sha256_file(f)}\n" for f in files).encode()).hexdigest()
+
+# %% ../nbs/19_fingerprint.ipynb #f19a0024
+def _stat_key(files) -> str:
+    return ";".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+
+def content_digest(path, cache=None) -> str:
+    "sha256 of a file, or of a folder's weight files (all its files when it has none); `cache`: a JSON file of earlier digests."
+    p = Path(path)
+    if p.is_dir():
+        files = sorted({f for g in WEIGHT_FILES for f in p.glob(g) if f.is_file()}) or sorted(f for f in p.iterdir() if f.is_file())
+    else: files = [p]
+    key = _stat_key(files); memo = {}
+    if cache is not None and Path(cache).is_file():
+        try: memo = read_json(cache)
+        except (OSError, ValueError): memo = {}
+    if key in memo: return memo[key]
+    h = sha256_file(p) if not p.is_dir() else (weights_digest(p) or files_digest(files))
+    if cache is not None:
+        try: write_json(cache, {**memo, key: h}, indent=None)
+        except OSError: pass   # a read-only outputs folder: no memo, same digest
+    return h
 
 # %% ../nbs/19_fingerprint.ipynb #3f9ff264
 RETAIN_IDENTITY_KEYS = ("model", "forget_split", "data_source")   # what must agree between a retain log and its consumer

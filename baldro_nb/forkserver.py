@@ -8,7 +8,7 @@ import ctypes, json, os, shutil, signal, subprocess, sys, tempfile, time
 from functools import lru_cache
 from pathlib import Path
 
-from .core import atomic_write
+from .core import atomic_write, with_env
 
 # %% auto #0
 __all__ = ['FORK_PRELOAD', 'LIVE_KERNELS', 'KERNEL_HOOKS', 'fork_server_main', 'ForkServer', 'fork_kernel', 'signal_kernels',
@@ -77,7 +77,7 @@ class ForkServer:
     def __init__(self, env: dict | None = None, cwd=None, preload=FORK_PRELOAD):
         self.dir = Path(tempfile.mkdtemp(prefix="baldro-fork-")); self.path = str(self.dir/"s")
         self.proc = subprocess.Popen([sys.executable, "-m", "baldro_nb.forkserver", self.path, *preload],
-                                     env={**os.environ, **(env or {}), "BALDRO_FORK_PARENT": str(os.getpid())},
+                                     env={**with_env(env or {}), "BALDRO_FORK_PARENT": str(os.getpid())},
                                      cwd=cwd, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL)
     def ready(self, timeout: float = 120, cancel=lambda: False) -> bool:

@@ -12,8 +12,8 @@ from pathlib import Path
 import yaml
 
 from .core import BaldroError, check, read_yaml, run_id, repo_root
-from .fingerprint import check_retain_identity
-from .vocab import (RUNS_DIR, FORGET_SPLITS, MODEL_NAMES, REWEIGHTINGS, REWEIGHTING_PARAMS, DIRECTIONS, POOLS, UNITS, COMPATS, STAGES, DTYPES,
+from .fingerprint import check_retain_identity, content_digest
+from .vocab import (RUNS_DIR, CACHE_DIR, FORGET_SPLITS, MODEL_NAMES, REWEIGHTINGS, REWEIGHTING_PARAMS, DIRECTIONS, POOLS, UNITS, COMPATS, STAGES, DTYPES,
                              ATTN_IMPLEMENTATIONS, objective_key, method_label, model_rel, retain_log_rel, retain_stage)
 
 # %% auto #0
@@ -268,12 +268,19 @@ def _once(key, items, shown, where):
     rep = [x for i, x in enumerate(shown) if x in shown[:i]]
     if rep: raise BaldroError(f"{key} lists {rep[0]} twice. Fix: list each once in {where}.")
 
+def _each(key, item, value, where, example) -> list:
+    "`value`'s items checked as the single parameter `item`, the error naming the list."
+    try: return [coerce_param(item, x, null_ok=False, where=where) for x in _list(key, value, where, example)]
+    except BaldroError as e:
+        if str(e).startswith(f"{key}="): raise
+        raise BaldroError(f"{key}: {str(e).split('. Fix:')[0]}. Fix: write {key}: {example} in {where}.") from None
+
 def _seeds(value, where="the params file") -> list:
-    v = [coerce_param("seed", x, null_ok=False, where=where) for x in _list("seeds", value, where, "[0, 1, 2, 3, 4]")]
+    v = _each("seeds", "seed", value, where, "[0, 1, 2, 3, 4]")
     _once("seeds", v, [str(x) for x in v], where + " (a repeated seed would count its pair twice)"); return v
 
 def _lr_grid(value, where="the params file") -> list:
-    v = [coerce_param("lr", x, null_ok=False, where=where) for x in _list("lr_grid", value, where, "[1.0e-3, 3.0e-3, 1.0e-2]")]
+    v = _each("lr_grid", "lr", value, where, "[1.0e-3, 3.0e-3, 1.0e-2]")
     _once("lr_grid", v, [repr(x) for x in v], where); return v
 
 def _variants(value, where="the params file") -> list:
@@ -437,8 +444,8 @@ def plan(runs: list[dict]) -> list[list[dict]]:
 # %% ../nbs/11_grid.ipynb #4029ebb7
 NEED_PARAMS = {"target model": "target_dir", "retain model": "model_dir", "retain log": "retain_log"}   # need -> the notebook's path parameter
 
-def key_by_providers(runs: list[dict]) -> list[dict]:
-    "`runs` with ids that also hash the ids of the runs that make what they need (`inputs`: need -> provider run id)."
+def key_by_providers(runs: list[dict], root=None, outputs=None) -> list[dict]:
+    "`runs` with ids that also hash what they consume (`inputs`): a run of the grid by its keyed id; given `outputs`, an existing artefact from outside the grid by its content."
     def sound(r):   # incomplete runs, or runs whose needs cannot be named, keep their ids: `validate` reports them
         try: return _complete(r) and (KINDS[r["kind"]].needs(r["params"]), KINDS[r["kind"]].provides(r["params"])) is not None
         except (KeyError, BaldroError): return False
@@ -449,7 +456,11 @@ def key_by_providers(runs: list[dict]) -> list[dict]:
     new, inputs = {}, {}
     for lv in plan(ok):
         for r in lv:
-            ups = {what: new[maker[artefact_name(a)]] for what, a in KINDS[r["kind"]].needs(r["params"]) if artefact_name(a) in maker}
+            ups = {}
+            for what, a in KINDS[r["kind"]].needs(r["params"]):
+                if artefact_name(a) in maker: ups[what] = new[maker[artefact_name(a)]]
+                elif outputs is not None and (p := artefact_path(a, Path(root or repo_root()), Path(outputs))).exists():
+                    ups[what] = "sha256:" + content_digest(p, Path(outputs)/CACHE_DIR/"digests.json")
             inputs[r["run_id"]] = ups
             new[r["run_id"]] = (r["run_id"].rsplit("__", 1)[0] + "__" + run_id({**r["params"], "kind": r["kind"], "inputs": ups}, keys=())
                                 if ups else r["run_id"])
@@ -469,9 +480,9 @@ def input_params(run: dict, runs_by_id: dict, root, outputs) -> dict:
     return out
 
 # %% ../nbs/11_grid.ipynb #2dec6881
-def load_runs(path_or_spec) -> list[dict]:
-    "Resolved runs of a params file (path) or an already-loaded spec (dict), keyed by their providers (`key_by_providers`)."
-    if not isinstance(path_or_spec, (str, Path)): return key_by_providers([resolve_run(r) for r in expand_grid(path_or_spec)])
+def load_runs(path_or_spec, root=None, outputs=None) -> list[dict]:
+    "Resolved runs of a params file (path) or an already-loaded spec (dict), keyed by what they consume (`key_by_providers`; artefacts outside the grid only given `outputs`)."
+    if not isinstance(path_or_spec, (str, Path)): return key_by_providers([resolve_run(r) for r in expand_grid(path_or_spec)], root, outputs)
     p = Path(path_or_spec)
     check(p.is_file(), f"params file {p} does not exist.", "pass a file under params/, e.g. params/study_tiny.yaml.")
     try: spec = read_yaml(p)
@@ -482,7 +493,7 @@ def load_runs(path_or_spec) -> list[dict]:
         raise BaldroError(f"params file {p} is not valid YAML: {'; '.join(parts) or str(e).splitlines()[0]}. "
                           f"Fix: correct {p}{f' at line {min(lines)}' if lines else ''} (brackets, quotes, indentation).") from None
     except (OSError, UnicodeDecodeError) as e: raise BaldroError(f"params file {p} cannot be read: {e}. Fix: pass a YAML text file.") from None
-    try: runs = key_by_providers([resolve_run(r) for r in expand_grid(spec)])
+    try: runs = key_by_providers([resolve_run(r) for r in expand_grid(spec)], root, outputs)
     except BaldroError as e: raise BaldroError(f"{p}: {e}") from None
     return [{**r, "params_file": str(p)} for r in runs]
 

@@ -394,8 +394,8 @@ def regime_table(ep: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 # %% ../nbs/15_tables.ipynb #b24a8770
-def expected_run_ids(expected) -> list[str] | None:
-    "Expected run ids from `None`, a list, or a file (.txt lines / .json or .yaml list / grid file)."
+def expected_run_ids(expected, outputs=None) -> list[str] | None:
+    "Expected run ids from `None`, a list, or a file (.txt lines / .json or .yaml list / grid file, keyed as `baldro run` keys it in `outputs`)."
     if expected is None or (isinstance(expected, str) and not expected.strip()): return None
     if isinstance(expected, (list, tuple, set)): return sorted(map(str, expected))
     p = Path(expected)
@@ -404,11 +404,11 @@ def expected_run_ids(expected) -> list[str] | None:
     obj = read_json(p) if p.suffix == ".json" else read_yaml(p)
     if isinstance(obj, list) and all(isinstance(x, str) for x in obj): return sorted(obj)
     if isinstance(obj, dict) and isinstance(obj.get("run_ids"), list): return sorted(map(str, obj["run_ids"]))
-    return sorted(str(r["run_id"]) for r in load_runs(p))
+    return sorted(str(r["run_id"]) for r in load_runs(p, outputs=outputs))
 
-def missing_runs(df: pd.DataFrame, expected) -> dict:
+def missing_runs(df: pd.DataFrame, expected, outputs=None) -> dict:
     "`{'expected','finished','missing','failed'}` run-id lists (failed = in the table with a non-done status)."
-    exp = expected_run_ids(expected)
+    exp = expected_run_ids(expected, outputs)
     done = set(_ok(df).run_id.astype(str)) if len(df) else set()
     failed = sorted(set(df.run_id.astype(str)) - done) if len(df) else []
     return {"expected": exp, "finished": sorted(done), "failed": failed,

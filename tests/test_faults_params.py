@@ -185,8 +185,8 @@ MINI = HEAD + """  - kind: miniature
 
 @pytest.mark.parametrize("field,shown", [
     ("seeds: [0, 1, 1]", "seeds lists 1 twice"),                       # OLD: its pair counted twice in the statistics
-    ("seeds: [0, -2]", "seed=-2 is out of range"),                     # OLD: found by the kernel, after loading the model
-    ("lr_grid: [1.0e-3, fast]", "lr='fast' is not a number"),          # OLD: found by the kernel
+    ("seeds: [0, -2]", "seeds: seed=-2 is out of range"),                     # OLD: found by the kernel, after loading the model
+    ("lr_grid: [1.0e-3, fast]", "lr_grid: lr='fast' is not a number"),          # OLD: found by the kernel
     ("variants: [{reweighting: mean}, {reweighting: dvv}]", "is not a mapping with a known `reweighting`"),   # OLD: after calibration
     ("variants: [{reweighting: mean}, {reweighting: mean}]", "twice"),
 ])

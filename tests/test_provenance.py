@@ -29,7 +29,9 @@ def proj(tmp_path, monkeypatch):
                     "_w(f'{out_dir}/metrics.json', {})")
     make_fixture_nb(root/"nbs/experiments/unlearn.ipynb", {"model": "tiny-llama", "objective": "NPO", "seed": 0,
                                                            "target_dir": None, "retain_log": None, "out_dir": "."},
-                    W + "t = json.load(open(f'{target_dir}/weights.json')); r = json.load(open(retain_log))\n"
+                    W + "target_dir = target_dir or '../outputs/models/tiny-llama/full'   # the real notebooks' defaults\n"
+                    "retain_log = retain_log or '../outputs/retain_logs/tiny-llama_retain99/TOFU_EVAL.json'\n"
+                    "t = json.load(open(f'{target_dir}/weights.json')); r = json.load(open(retain_log))\n"
                     "_w(f'{out_dir}/metrics.json', {'target': t, 'retain_log': r, 'target_dir': target_dir})")
     return root
 
@@ -107,3 +109,16 @@ def test_a_deleted_or_truncated_model_is_named_and_redone(proj, capsys):
     assert dry[ft.name] == "todo" and "weights.json: missing (it was there when the run finished)" in capsys.readouterr().out
     run_grid(grid(1), root=proj, progress=False)
     assert w.read_text() == good
+
+
+def test_a_run_reading_an_artefact_from_outside_its_grid_is_keyed_by_its_content(proj):
+    "OLD: a grid of unlearning runs alone reused its runs after the target model they read was replaced."
+    out = proj/"outputs"
+    write_json(out/"models/tiny-llama/full/weights.json", {"epochs": 1})
+    write_json(out/"retain_logs/tiny-llama_retain99/TOFU_EVAL.json", {"scored": "r"})
+    alone = {"defaults": {"model": "tiny-llama"}, "grid": [{"kind": "unlearn", "axes": {"seed": 0}}]}
+    first = run_grid(alone, root=proj, progress=False)[0]["run_id"]
+    assert [s["status"] for s in run_grid(alone, root=proj, progress=False, dry_run=True)] == ["done"]
+    write_json(out/"models/tiny-llama/full/weights.json", {"epochs": 2})          # replaced by another finetune
+    dry = run_grid(alone, root=proj, progress=False, dry_run=True)
+    assert dry[0]["status"] == "todo" and dry[0]["run_id"] != first
