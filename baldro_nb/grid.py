@@ -13,11 +13,11 @@ import yaml
 
 from .core import BaldroError, check, read_yaml, run_id, repo_root
 from .fingerprint import check_retain_identity, content_digest
-from .vocab import (RUNS_DIR, CACHE_DIR, FORGET_SPLITS, MODEL_NAMES, REWEIGHTINGS, REWEIGHTING_PARAMS, DIRECTIONS, POOLS, UNITS, COMPATS, STAGES, DTYPES,
-                             ATTN_IMPLEMENTATIONS, objective_key, method_label, model_rel, retain_log_rel, retain_stage)
+from .vocab import (HUB_ID, RUNS_DIR, CACHE_DIR, FORGET_SPLITS, MODEL_NAMES, REWEIGHTINGS, REWEIGHTING_PARAMS, DIRECTIONS, POOLS, UNITS, COMPATS, STAGES, DTYPES,
+                             ATTN_IMPLEMENTATIONS, objective_key, method_label, model_rel, retain_log_rel, retain_stage, parse_source)
 
 # %% auto #0
-__all__ = ['RESERVED', 'KINDS', 'PARAM_SCHEMA', 'LIST_PARAMS', 'NAME_CHECKS', 'NEED_PARAMS', 'expand_subgrid', 'expand_grid',
+__all__ = ['RESERVED', 'NEED_PARAMS', 'KINDS', 'PARAM_SCHEMA', 'LIST_PARAMS', 'NAME_CHECKS', 'expand_subgrid', 'expand_grid',
            'Kind', 'artefact_path', 'artefact_name', 'Param', 'coerce_param', 'normalise_params', 'resolve_run',
            'notebook_params', 'notebook_defaults', 'run_method', 'validate', 'plan', 'key_by_providers', 'input_params',
            'load_runs']
@@ -118,6 +118,8 @@ def _explicit(p, key):
     if not v: return None
     if str(v).startswith((".", "/")): return str(v)
     return None  # a hub id: resolved by the notebook, not a local artefact
+
+NEED_PARAMS = {"target model": "target_dir", "retain model": "model_dir", "retain log": "retain_log"}   # need -> the notebook's path parameter
 
 def _need(p, key, what, default):
     "[(what, artefact)] for a path parameter: explicit local path, default artefact, or nothing for a hub id."
@@ -392,6 +394,16 @@ def validate(runs: list[dict], root, outputs) -> None:
             if r["params"].get(key) is None or key in bad: continue
             try: chk(r["params"][key])
             except BaldroError as e: errs.append(f"{rid}: " + str(e).replace("{key}", key)); bad.add(key)
+        for key in (*NEED_PARAMS.values(), "data_source"):   # meant to be local: a path the notebook could not read is found now
+            v = r["params"].get(key)
+            if not isinstance(v, str) or not v or key in bad or (key == "data_source" and parse_source(v)[0] != "dir"): continue
+            local = v.startswith((".", "/"))
+            if key == "data_source" and not (root/"nbs"/v).exists():
+                errs.append(f"{rid}: data_source={v!r} is neither TOFU-mini, a hub id (owner/name) nor a folder (relative to nbs/). "
+                            f"Fix: write data_source: \"tofu-mini:40\", locuslab/TOFU or a path such as ../my_tofu in {where}.")
+            elif key != "data_source" and not local and not HUB_ID.fullmatch(v):
+                errs.append(f"{rid}: {key}={v!r} is neither a path (starting with ./, ../ or /, relative to nbs/) nor a hub id (owner/name): "
+                            f"the notebook would take it for a hub id and fail. Fix: write {key}: ../{v} (from nbs/) or an absolute path in {where}.")
         if r["kind"] == "unlearn" and declared and {"objective", "compat", "training"} <= set(declared) and not bad:
             try: run_method(r, root)   # the method the notebook will resolve: refused combinations fail here, not in the kernel
             except BaldroError as e: errs.append(f"{rid}: {e}")
@@ -442,8 +454,6 @@ def plan(runs: list[dict]) -> list[list[dict]]:
     return [sorted([r for r in uniq if level[r["run_id"]] == i], key=lambda r: r["run_id"]) for i in range(n)]
 
 # %% ../nbs/11_grid.ipynb #4029ebb7
-NEED_PARAMS = {"target model": "target_dir", "retain model": "model_dir", "retain log": "retain_log"}   # need -> the notebook's path parameter
-
 def key_by_providers(runs: list[dict], root=None, outputs=None) -> list[dict]:
     "`runs` with ids that also hash what they consume (`inputs`): a run of the grid by its keyed id; given `outputs`, an existing artefact from outside the grid by its content."
     def sound(r):   # incomplete runs, or runs whose needs cannot be named, keep their ids: `validate` reports them

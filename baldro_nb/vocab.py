@@ -10,12 +10,13 @@ from .core import BaldroError, check
 
 # %% auto #0
 __all__ = ['FORGET_PCTS', 'FORGET_SPLITS', 'STAGES', 'DATA_DIR', 'MODELS_DIR', 'RETAIN_LOGS_DIR', 'RUNS_DIR', 'CACHE_DIR',
-           'REPORT_DIR', 'RESULTS_CSV', 'ANSWERS_CSV', 'RETAIN_IDENTITY', 'TOFU_HUB_ID', 'OBJECTIVE_NAMES', 'UNITS',
-           'DIRECTIONS', 'POOLS', 'COMPATS', 'REWEIGHTING_PARAMS', 'REWEIGHTINGS', 'VARIANT_LABELS', 'REAL_MODELS',
-           'TINY_MODELS', 'MODEL_NAMES', 'DTYPES', 'ATTN_IMPLEMENTATIONS', 'MODEL_UTILITY_KEYS', 'MIA_ATTACKS',
-           'NUMERIC_COLUMNS', 'RESULT_COLUMNS', 'BASE_VARIANT', 'MINI_ENDPOINTS', 'MINI_TRAJECTORY', 'MINI_SAMPLES',
-           'MINI_CALIBRATION', 'MINI_KEYS', 'TRAJECTORY_COLUMNS', 'ENDPOINT_COLUMNS', 'split_pairing', 'retain_stage',
-           'model_rel', 'retain_log_rel', 'run_rel', 'parse_source', 'objective_key', 'method_label', 'variant_label']
+           'REPORT_DIR', 'RESULTS_CSV', 'ANSWERS_CSV', 'RETAIN_IDENTITY', 'TOFU_HUB_ID', 'HUB_ID', 'OBJECTIVE_NAMES',
+           'UNITS', 'DIRECTIONS', 'POOLS', 'COMPATS', 'REWEIGHTING_PARAMS', 'REWEIGHTINGS', 'VARIANT_LABELS',
+           'REAL_MODELS', 'TINY_MODELS', 'MODEL_NAMES', 'DTYPES', 'ATTN_IMPLEMENTATIONS', 'MODEL_UTILITY_KEYS',
+           'MIA_ATTACKS', 'NUMERIC_COLUMNS', 'RESULT_COLUMNS', 'BASE_VARIANT', 'MINI_ENDPOINTS', 'MINI_TRAJECTORY',
+           'MINI_SAMPLES', 'MINI_CALIBRATION', 'MINI_KEYS', 'TRAJECTORY_COLUMNS', 'ENDPOINT_COLUMNS', 'split_pairing',
+           'retain_stage', 'model_rel', 'retain_log_rel', 'run_rel', 'parse_source', 'objective_key', 'method_label',
+           'variant_label']
 
 # %% ../nbs/01_vocab.ipynb #a407a003
 FORGET_PCTS = (1, 5, 10)
@@ -53,7 +54,7 @@ def run_rel(run_id: str) -> str: return f"{RUNS_DIR}/{run_id}"
 # %% ../nbs/01_vocab.ipynb #15ec8cac
 TOFU_HUB_ID = "locuslab/TOFU"
 _MINI = re.compile(r"tofu-mini(?::(.*))?")
-_HUB = re.compile(r"[\w.-]+/[\w.-]+")
+HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")   # owner/name
 
 def parse_source(source) -> tuple[str, object]:
     "`('mini', n_authors or None)`, `('hub', id)` or `('dir', path)` for a data-source spec."
@@ -67,7 +68,7 @@ def parse_source(source) -> tuple[str, object]:
         check(n is None or (n.isdigit() and int(n) >= 2), f"bad TOFU-mini source spec {s!r}: the number of authors must be an integer >= 2.",
               "write 'tofu-mini' (200 authors) or 'tofu-mini:<n_authors>', e.g. 'tofu-mini:40'")
         return ("mini", None if n is None else int(n))
-    if not isinstance(source, os.PathLike) and _HUB.fullmatch(s) and not s.startswith(".") and not Path(s).expanduser().exists():
+    if not isinstance(source, os.PathLike) and HUB_ID.fullmatch(s) and not s.startswith(".") and not Path(s).expanduser().exists():
         return ("hub", s)
     return ("dir", s)
 

@@ -179,6 +179,13 @@ def test_a_repeated_yaml_key_is_refused_at_dry_run(env, capsys):
     assert_one_clear_message(err, f, "is not valid YAML", "found the key 'lr' a second time", "first at line 7", "Fix: correct")
     assert len(err.splitlines()) == 1, err
 
+def test_a_local_path_the_notebook_would_take_for_a_hub_id_is_refused(env, capsys):
+    "OLD: `target_dir: outputs/models/tiny-llama/full` (no ./) passed the dry run; the kernel failed with HFValidationError."
+    f = write(env, "kind: unlearn\nmodel: tiny-llama\nobjective: NPO\ntarget_dir: outputs/models/tiny-llama/full\n")
+    rc, err = dry_run(f, capsys)
+    assert rc == 2 and not (env/"outputs/runs").exists()
+    assert_one_clear_message(err, f, "target_dir='outputs/models/tiny-llama/full' is neither a path", "Fix: write target_dir: ../outputs/models/tiny-llama/full")
+
 MINI = HEAD + """  - kind: miniature
     defaults: {model: tiny-llama, objective: NPO, %s}
 """
