@@ -15,14 +15,15 @@ from .core import (BaldroError, check, atomic_write, write_json, read_json, writ
 from .vocab import (RESULT_COLUMNS, RESULTS_CSV, RUNS_DIR, MINI_ENDPOINTS, MINI_TRAJECTORY, MINI_SAMPLES, MINI_CALIBRATION,
                              method_label)
 from .grid import KINDS, load_runs, _with_needs, validate, plan, notebook_params, run_method, input_params, artefact_name
+from .fingerprint import WEIGHT_FILES
 from .forkserver import (ForkServer, warm_kernel_manager, _die_with_parent, LIVE_KERNELS, KERNEL_HOOKS,
                                   signal_kernels)
 
 # %% auto #0
-__all__ = ['PARTIAL_NB', 'RUN_STATES', 'ARTEFACTS_JSON', 'RESULT_FILES', 'KERNEL_START_FAILURE', 'INTERRUPT_GRACE_S', 'run_paths',
-           'papermill_command', 'scrub_paths', 'publish_artefacts', 'RunState', 'record_artefacts', 'lock_held',
-           'run_state', 'list_runs', 'execute_run', 'run_row', 'failed_row', 'collect', 'kernel_env', 'RunInterrupted',
-           'run_grid']
+__all__ = ['PARTIAL_NB', 'RUN_STATES', 'ARTEFACTS_JSON', 'RESULT_FILES', 'RECORDED_IN_FOLDERS', 'KERNEL_START_FAILURE',
+           'INTERRUPT_GRACE_S', 'run_paths', 'papermill_command', 'scrub_paths', 'publish_artefacts', 'RunState',
+           'record_artefacts', 'lock_held', 'run_state', 'list_runs', 'execute_run', 'run_row', 'failed_row', 'collect',
+           'kernel_env', 'RunInterrupted', 'run_grid']
 
 # %% ../nbs/13_execution.ipynb #5f8cc829
 PARTIAL_NB = ".run.partial.ipynb"   # where papermill writes while it runs; moved to run.ipynb once whole
@@ -92,8 +93,11 @@ def _load(path: Path, reader, problems: list):
 ARTEFACTS_JSON = "artefacts.json"   # in a finished run's folder: the size of every file it made that others read
 RESULT_FILES = (MINI_ENDPOINTS, MINI_TRAJECTORY, MINI_SAMPLES, MINI_CALIBRATION, "TOFU_EVAL.json", "TOFU_SUMMARY.json", "steps.jsonl")
 
+RECORDED_IN_FOLDERS = (*WEIGHT_FILES, "tokenizer.json", "config.json")   # of a published folder: what others read (logs of the training vary)
+
 def _files(p: Path) -> list[Path]:
-    return sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")) if p.is_dir() else [p] if p.is_file() else []
+    if p.is_file(): return [p]
+    return sorted({f for g in RECORDED_IN_FOLDERS for f in p.glob(g) if f.is_file()}) if p.is_dir() else []
 
 def record_artefacts(run: dict, d) -> dict:
     "Write `artefacts.json`: {path in the run folder: size} of what `run` publishes (links followed) and its result files."
@@ -189,7 +193,7 @@ def _clear_attempt(d: Path):
     if m.exists():
         if _load(m, read_json, []) is None: os.replace(m, d/"metrics.json.corrupt")
         else: m.unlink()
-    for f in ("status.json", "error.json", "run.ipynb", PARTIAL_NB): (d/f).unlink(missing_ok=True)
+    for f in ("status.json", "error.json", "run.ipynb", PARTIAL_NB, ARTEFACTS_JSON): (d/f).unlink(missing_ok=True)
 
 def _promote_notebook(d: Path, P: dict, root) -> str | None:
     "Move papermill's output to `run.ipynb` (paths scrubbed, atomically) if it is whole JSON; else keep it and say why."
