@@ -12,7 +12,7 @@ from .core import (BaldroError, check, atomic_write, outputs_dir, file_lock, wri
                             usual_mode)
 from .data import Template, encode_qa, encode_prompt, ensure_tofu_mini, tofu_mini_rows, IGNORE_INDEX
 from .vocab import MODEL_NAMES, REAL_MODELS, TINY_MODELS, DTYPES, ATTN_IMPLEMENTATIONS, model_rel
-from .fingerprint import sha256_file
+from .fingerprint import sha256_file, WEIGHT_FILES
 
 # %% auto #0
 __all__ = ['CHAT_TEMPLATES', 'FAMILY_TOKENS', 'TINY_ARCH', 'MODELS', 'TINY_VOCAB', 'TINY_TOKENIZER_VERSION', 'VERIFIED_FILES',
@@ -215,7 +215,7 @@ def stage_dir(name: str, stage: str, seed: int = 0) -> Path:
     "`outputs/models/<name>/<stage>` (seed 0) or `.../<stage>_seed<seed>`."
     return outputs_dir()/model_rel(name, stage, seed)
 
-VERIFIED_FILES = ("*.safetensors", "*.bin", "tokenizer.json")   # what a built folder's DONE records the sha256 of
+VERIFIED_FILES = (*WEIGHT_FILES, "tokenizer.json")   # what a built folder's DONE records the sha256 of
 
 def _damaged(dest: Path) -> str | None:
     "Why a built folder no longer holds what its DONE recorded (a file missing, or another sha256), or None."
