@@ -62,7 +62,7 @@ def study_report(root, outputs, expected=None, threads: int = 1, pinned: bool = 
 _ROLES = {"full": "target", "retain99": "retain"}
 
 def acceptance_from_runs(outputs):
-    "Greedy exact match (%) of the finetune runs' target / retain99 models (rows `<model> target|retain`), or None."
+    "Greedy exact match (%) of the finetune runs' target / retain99 models (rows `<model> pair <k> target|retain`), or None."
     import pandas as pd
     from baldro_nb.finetune import EM_SPLITS
     rows = {}
@@ -71,7 +71,8 @@ def acceptance_from_runs(outputs):
         if not (rs.done and rs.params): continue
         prm, em = rs.params, rs.metrics.get("exact_match", {})
         role = _ROLES.get(prm.get("stage"))
-        if role and all(s in em for s in EM_SPLITS): rows[f"{prm['model']} {role}"] = {s: em[s] for s in EM_SPLITS}
+        pair = int(prm.get("seed") or 0)   # a finetune's seed is its model pair
+        if role and all(s in em for s in EM_SPLITS): rows[f"{prm['model']} pair {pair} {role}"] = {s: em[s] for s in EM_SPLITS}
     return pd.DataFrame.from_dict(rows, orient="index")[list(EM_SPLITS)] if rows else None
 
 def acceptance_report(tab) -> str:

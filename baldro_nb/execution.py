@@ -5,7 +5,8 @@
 # %% ../nbs/13_execution.ipynb #e0a1b2c6
 from __future__ import annotations
 import contextlib, csv, fcntl, fnmatch, io, json, os, re, shlex, signal, sys, threading, time
-from concurrent.futures import CancelledError, ProcessPoolExecutor, as_completed
+from concurrent.futures import CancelledError, FIRST_COMPLETED, ProcessPoolExecutor, wait as wait_futures
+from graphlib import CycleError, TopologicalSorter
 from dataclasses import dataclass, field
 from pathlib import Path
 import multiprocessing as mp
@@ -14,7 +15,8 @@ from .core import (BaldroError, check, atomic_write, write_json, read_json, writ
                             capture_env, file_lock, arithmetic_env, with_env, ARITHMETIC_VARS)
 from .vocab import (RESULT_COLUMNS, RESULTS_CSV, RUNS_DIR, MINI_ENDPOINTS, MINI_TRAJECTORY, MINI_SAMPLES, MINI_CALIBRATION,
                              method_label)
-from .grid import KINDS, load_runs, _with_needs, validate, plan, notebook_params, run_method, input_params, artefact_name
+from .grid import (KINDS, load_runs, _with_needs, validate, plan, notebook_params, run_method, input_params, artefact_name,
+                           run_dependencies)
 from .fingerprint import WEIGHT_FILES
 from .forkserver import (ForkServer, warm_kernel_manager, _die_with_parent, LIVE_KERNELS, KERNEL_HOOKS,
                                   signal_kernels)
@@ -23,7 +25,7 @@ from .forkserver import (ForkServer, warm_kernel_manager, _die_with_parent, LIVE
 __all__ = ['PARTIAL_NB', 'RUN_STATES', 'ARTEFACTS_JSON', 'RESULT_FILES', 'RECORDED_IN_FOLDERS', 'KERNEL_START_FAILURE',
            'INTERRUPT_GRACE_S', 'run_paths', 'papermill_command', 'scrub_paths', 'publish_artefacts', 'RunState',
            'record_artefacts', 'lock_held', 'run_state', 'list_runs', 'execute_run', 'run_row', 'failed_row', 'collect',
-           'kernel_env', 'RunInterrupted', 'run_grid']
+           'schedule', 'kernel_env', 'RunInterrupted', 'run_grid']
 
 # %% ../nbs/13_execution.ipynb #5f8cc829
 PARTIAL_NB = ".run.partial.ipynb"   # where papermill writes while it runs; moved to run.ipynb once whole
@@ -331,6 +333,27 @@ def collect(outputs, extra_rows=(), warn: bool = True) -> Path:
     for r in rows: w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
     return _write(atomic_write, outputs/RESULTS_CSV, buf.getvalue())
 
+# %% ../nbs/13_execution.ipynb #7b1e5c02
+def schedule(order, deps: dict, jobs: int, submit, wait, stopped=lambda: False) -> list:
+    "Start the ids of `order` once the ids they depend on (`deps`, those in `order`) finished, at most `jobs` at once; returns the ids started, in order."
+    check(isinstance(jobs, int) and jobs >= 1, f"jobs must be a whole number >= 1, got {jobs!r}.", "pass --jobs 1 or more.")
+    pos = {rid: i for i, rid in enumerate(order)}
+    check(len(pos) == len(order), f"run ids listed twice: {sorted({r for r in order if list(order).count(r) > 1})}.",
+          "deduplicate the runs (grid.plan does).")
+    ts = TopologicalSorter({rid: [d for d in deps.get(rid, ()) if d in pos] for rid in order})
+    try: ts.prepare()
+    except CycleError as e: raise BaldroError(f"dependency cycle among runs {e.args[1]}. Fix: remove the runs that need each other.") from e
+    ready, running, started = [], {}, []
+    while ts.is_active():
+        ready = sorted([*ready, *ts.get_ready()], key=pos.__getitem__)
+        while ready and len(running) < jobs and not stopped():
+            rid = ready.pop(0); running[submit(rid)] = rid; started.append(rid)
+        if not running: break                                  # stopped: nothing runs, nothing more starts
+        finished = list(wait(list(running)))
+        check(finished, "wait() returned no finished run.", "wait until at least one has finished.")
+        for h in sorted(finished, key=lambda h: pos[running[h]]): ts.done(running.pop(h))
+    return started
+
 # %% ../nbs/13_execution.ipynb #ce27a132
 def kernel_env(threads: int = 1, pinned: bool = True) -> dict:
     "Environment for run processes: offline, `threads` threads each and (when `pinned`) AVX2-capped arithmetic."
@@ -338,10 +361,21 @@ def kernel_env(threads: int = 1, pinned: bool = True) -> dict:
     if os.environ.get("BALDRO_ONLINE") != "1": env |= {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     return env | arithmetic_env(threads, pinned)
 
-def _local_levels(levels, root, outputs, jobs, timeout, on_done, warm_kernels: bool = False, stop=None, env=None):
+def _level_barrier(levels) -> dict:
+    "Dependencies that make every run wait for all runs of the levels before its own (the old level-by-level order)."
+    deps, before = {}, set()
+    for lv in levels:
+        for r in lv: deps[r["run_id"]] = set(before)
+        before |= {r["run_id"] for r in lv}
+    return deps
+
+def _local_levels(levels, root, outputs, jobs, timeout, on_done, warm_kernels: bool = False, stop=None, env=None, deps=None):
+    "Run `levels`' runs in `jobs` worker processes, each as soon as its `deps` finished (`schedule`; without `deps`: level by level)."
     from baldro_nb import execution as X  # pickled by reference: the exported module, not a notebook namespace
     stop = stop or _Interrupts()
     env = env if env is not None else kernel_env()
+    runs = {r["run_id"]: r for lv in levels for r in lv}
+    deps = _level_barrier(levels) if deps is None else deps
     # Linux only: elsewhere forking a process that imported torch is not safe (macOS's Objective-C runtime)
     warm = warm_kernels and sys.platform.startswith("linux") and os.environ.get("BALDRO_WARM_KERNELS") != "0"
     srv = ForkServer(env, cwd=Path(root)/"nbs") if warm else None
@@ -349,13 +383,15 @@ def _local_levels(levels, root, outputs, jobs, timeout, on_done, warm_kernels: b
     try:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=X._worker_init) as ex:
             stop.pids = lambda: [*list(getattr(ex, "_processes", None) or {}), *([srv.proc.pid] if srv else [])]
-            for level in levels:
-                if stop.requested: break
-                futs = {ex.submit(X.execute_run, r, str(root), str(outputs), env, timeout): r for r in level}
-                for f in as_completed(futs):
-                    if stop.requested:
-                        for g in futs: g.cancel()            # queued runs never start
-                    r = futs[f]
+            futs = {}
+            def submit(rid):
+                f = ex.submit(X.execute_run, runs[rid], str(root), str(outputs), env, timeout); futs[f] = runs[rid]; return f
+            def wait(fs):                                    # `fs` in the order they started
+                done, _ = wait_futures(fs, return_when=FIRST_COMPLETED)
+                if stop.requested:
+                    for g in fs: g.cancel()                  # queued runs never start
+                for f in [f for f in fs if f in done]:
+                    r = futs.pop(f)
                     try: st = f.result()
                     except CancelledError: continue
                     except Exception as e:                   # the worker died: its run failed, the grid goes on
@@ -363,6 +399,8 @@ def _local_levels(levels, root, outputs, jobs, timeout, on_done, warm_kernels: b
                         st = {"run_id": r["run_id"], "kind": r["kind"], "status": "error",
                               "error": f"its worker process died ({type(e).__name__}: {e})"}
                     on_done(st, r)
+                return done
+            schedule(list(runs), deps, jobs, submit, wait, stopped=lambda: stop.requested)
     finally:
         stop.pids = lambda: []
         if srv: srv.stop()
@@ -516,7 +554,9 @@ def run_grid(params, root=None, outputs=None, jobs: int = 1, executor: str = "lo
     with _Interrupts() as stop:   # a second interrupt exits at once until run_grid returns
         try:
             if not any(todo): pass                   # nothing to run: no workers, no fork server
-            elif executor == "local": _local_levels(todo, root, outputs, max(1, jobs), timeout, on_done, warm_kernels, stop=stop, env=env)
+            elif executor == "local":
+                _local_levels(todo, root, outputs, max(1, jobs), timeout, on_done, warm_kernels, stop=stop, env=env,
+                              deps=run_dependencies([r for lv in levels for r in lv]))   # from the plan's runs, not the fed ones
             elif executor in ("slurm", "submitit-local"):
                 _slurm_levels(todo, root, outputs, jobs, timeout, on_done, cluster="local" if executor == "submitit-local" else "slurm",
                               stop=stop, env=env, **slurm)

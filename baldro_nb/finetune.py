@@ -12,13 +12,13 @@ from .data import (TOFU_MINI_VERSION, load_tofu, phrasing_rows, check_config, GE
                             STUDY_SOURCE)
 from .vocab import STAGES, TOFU_HUB_ID, parse_source
 from .models import (get_spec, MODELS, load_model, load_tokenizer, save_tokenizer, ensure_tiny_base,
-                              TINY_TOKENIZER_VERSION, stage_dir, build_atomically, resolve_model_path,
+                              TINY_TOKENIZER_VERSION, TINY_INIT_VERSION, stage_dir, build_atomically, resolve_model_path,
                               config_chat_template)
 
 # %% auto #0
-__all__ = ['REAL_RECIPE', 'TINY_RECIPE', 'EM_SPLITS', 'ACCEPTANCE', 'training_rows', 'answer_token_loss', 'finetune',
-           'greedy_answers', 'exact_match', 'source_key', 'tiny_finetuned_dir', 'ensure_tiny_finetuned',
-           'greedy_answer_table', 'acceptance_failures', 'tiny_acceptance_table']
+__all__ = ['REAL_RECIPE', 'TINY_RECIPE', 'TINY_RECIPE_BY_ARCH', 'EM_SPLITS', 'ACCEPTANCE', 'training_rows', 'tiny_recipe',
+           'answer_token_loss', 'finetune', 'greedy_answers', 'exact_match', 'source_key', 'tiny_finetuned_dir',
+           'ensure_tiny_finetuned', 'greedy_answer_table', 'acceptance_failures', 'tiny_acceptance_table']
 
 # %% ../nbs/04_finetune.ipynb #ba487f68
 def training_rows(stage: str, source=None, general: bool = True, max_rows: int | None = None) -> list[dict]:
@@ -39,14 +39,24 @@ def training_rows(stage: str, source=None, general: bool = True, max_rows: int |
 #   12     3e-3   8      52.0 %             70 / 140
 #   16     3e-3   8      93.8 %             80 / 160
 #   20     3e-3   8      99.9 %             106 / 212
+#   14     4e-3   8      98.8 %             90 s train, 1 thread, pinned arithmetic (2026-12-06; the recipe since then:
+#                                            the study finetunes two pairs per model, so each finetune had to cost less)
 # lr 5e-3 (batch 16) stalls at loss ~2.7; batch 8 memorises faster per epoch than 16 or 32. `answer_logits_only`
 # saves about a third of the CPU per step (same loss); bf16 autocast was slower than fp32 on these CPUs.
 # The fork's recipe for real models without open-unlearning checkpoints (nbs/reference_code.ipynb#finetuning-recipe): lr 1e-5, effective batch 32,
 # 5 epochs, weight decay 0.01, one warm-up epoch (= 0.2 of 5), bf16, 8-bit paged AdamW (needs bitsandbytes + CUDA).
 REAL_RECIPE = dict(epochs=5, lr=1e-5, batch_size=1, grad_accum=32, warmup_ratio=0.2, weight_decay=0.01,
                    lr_scheduler="linear", bf16=True, optim="paged_adamw_8bit")
-TINY_RECIPE = dict(epochs=20, lr=3e-3, batch_size=8, grad_accum=1, warmup_ratio=0.02, weight_decay=0.0,
+TINY_RECIPE = dict(epochs=14, lr=4e-3, batch_size=8, grad_accum=1, warmup_ratio=0.02, weight_decay=0.0,
                    lr_scheduler="cosine", bf16=False, answer_logits_only=True)
+# Per architecture (one draw each, new initial weights, 1 thread, pinned; greedy EM % on full / forget01 of the target):
+# tiny-llama 14 epochs: 97.9 / 95.0 (forget01 at the bar) -> 15 epochs; tiny-mistral 14 epochs: 100 / 100;
+# tiny-qwen3 memorises more slowly: 14 epochs 82.4 / 85.0, 16 epochs 97.1 / 100 (lr 5e-3 stalled tiny-llama: 6 % at 11 epochs).
+TINY_RECIPE_BY_ARCH = {"llama": dict(epochs=15), "qwen3": dict(epochs=16)}
+
+def tiny_recipe(name: str) -> dict:
+    "The finetune recipe of tiny model `name`: `TINY_RECIPE` with its architecture's overrides."
+    return {**TINY_RECIPE, **TINY_RECIPE_BY_ARCH.get(get_spec(name).tiny["arch"], {})}
 
 class _TrainCollator(QACollator):
     "The QA collator minus `index` (the model's forward does not take it)."
@@ -166,8 +176,8 @@ def ensure_tiny_finetuned(name: str, stage: str, seed: int = 0, source=None, **o
     check(spec.is_tiny, f"{name} is not a tiny model.", "finetune real models with `finetune` on a GPU node.")
     check(stage in STAGES, f"Unknown finetune stage {stage!r}.", f"use one of {', '.join(STAGES)}.")
     d = tiny_finetuned_dir(name, stage, seed, source, **overrides)
-    recipe = {**TINY_RECIPE, **overrides}
-    stamp = {**recipe, "tokenizer_version": TINY_TOKENIZER_VERSION}   # what the cached folder must have been built with
+    recipe = {**tiny_recipe(name), **overrides}
+    stamp = {**recipe, "tokenizer_version": TINY_TOKENIZER_VERSION, "init_version": TINY_INIT_VERSION}   # what the cached folder must have been built with
     if parse_source(source)[0] == "mini": stamp["tofu_mini_version"] = TOFU_MINI_VERSION   # regenerated data: rebuilt
     def build(tmp):
         finetune(name, stage, tmp, source=source, seed=seed, init=str(ensure_tiny_base(name, seed)), **recipe)

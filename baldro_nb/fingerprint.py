@@ -112,7 +112,8 @@ MANIFEST_STAGES = (   # (stage, glob under the outputs folder, digest), in pipel
     ("data", f"{DATA_DIR}/*/*", sha256_file),
     ("tokenizer", f"{MODELS_DIR}/*/base/tokenizer.json", sha256_file),
     ("initial weights", f"{MODELS_DIR}/*/base/model.safetensors", sha256_file),
-    *((f"{s} weights", f"{MODELS_DIR}/*/{s}/model.safetensors", sha256_file) for s in STAGES),
+    ("initial weights", f"{MODELS_DIR}/*/base_seed[0-9]/model.safetensors", sha256_file),   # model pair k >= 1
+    *((f"{s} weights", f"{MODELS_DIR}/*/{s}{k}/model.safetensors", sha256_file) for s in STAGES for k in ("", "_seed[0-9]")),
     ("retain log", f"{RETAIN_LOGS_DIR}/*/TOFU_EVAL.json", json_digest),
     ("calibration", f"{RUNS_DIR}/miniature__*/{MINI_CALIBRATION}", json_digest),
     ("endpoints", f"{RUNS_DIR}/miniature__*/{MINI_ENDPOINTS}", csv_digest),

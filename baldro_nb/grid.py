@@ -19,8 +19,8 @@ from .vocab import (HUB_ID, RUNS_DIR, CACHE_DIR, FORGET_SPLITS, MODEL_NAMES, REW
 # %% auto #0
 __all__ = ['RESERVED', 'NEED_PARAMS', 'KINDS', 'PARAM_SCHEMA', 'LIST_PARAMS', 'NAME_CHECKS', 'expand_subgrid', 'expand_grid',
            'Kind', 'artefact_path', 'artefact_name', 'Param', 'coerce_param', 'normalise_params', 'resolve_run',
-           'notebook_params', 'notebook_defaults', 'run_method', 'validate', 'plan', 'key_by_providers', 'input_params',
-           'load_runs']
+           'notebook_params', 'notebook_defaults', 'run_method', 'validate', 'run_dependencies', 'plan',
+           'key_by_providers', 'input_params', 'load_runs']
 
 # %% ../nbs/11_grid.ipynb #850738e3
 RESERVED = ("kind", "notebook", "defaults", "axes", "include", "exclude", "name")
@@ -126,23 +126,26 @@ def _need(p, key, what, default):
     if p.get(key) and _explicit(p, key) is None: return []  # a hub id: downloaded by the notebook
     return [(what, _explicit(p, key) or ("@", default))]
 
+def _pair(p) -> int: return int(p.get("pair") or 0)
+
 def _unlearn_needs(p):
     fs = p.get("forget_split", "forget01")
-    return (_need(p, "target_dir", "target model", model_rel(p["model"], "full")) +
-            _need(p, "retain_log", "retain log", retain_log_rel(p["model"], fs)))
+    return (_need(p, "target_dir", "target model", model_rel(p["model"], "full", _pair(p))) +
+            _need(p, "retain_log", "retain log", retain_log_rel(p["model"], fs, _pair(p))))
+
+def _finetuned(p): return model_rel(p["model"], p.get("stage", "full"), int(p.get("seed") or 0))   # finetune seed k = model pair k
+def _retain_log(p): return retain_log_rel(p["model"], p.get("forget_split", "forget01"), _pair(p))
 
 KINDS: dict[str, Kind] = {
-    "finetune": Kind("finetune", "experiments/finetune.ipynb", ("model", "stage"),
-                     provides=lambda p: [("@", model_rel(p["model"], p.get("stage", "full")))],
-                     publish=lambda p: [("model", model_rel(p["model"], p.get("stage", "full")))]),
-    "retain_eval": Kind("retain_eval", "experiments/retain_eval.ipynb", ("model", "forget_split"),
-                        provides=lambda p: [("@", retain_log_rel(p["model"], p.get("forget_split", "forget01")))],
-                        publish=lambda p: [("TOFU_EVAL.json", retain_log_rel(p["model"], p.get("forget_split", "forget01")))],
+    "finetune": Kind("finetune", "experiments/finetune.ipynb", ("model", "stage", "seed"),
+                     provides=lambda p: [("@", _finetuned(p))], publish=lambda p: [("model", _finetuned(p))]),
+    "retain_eval": Kind("retain_eval", "experiments/retain_eval.ipynb", ("model", "forget_split", "pair"),
+                        provides=lambda p: [("@", _retain_log(p))], publish=lambda p: [("TOFU_EVAL.json", _retain_log(p))],
                         needs=lambda p: _need(p, "model_dir", "retain model",
-                                              model_rel(p["model"], retain_stage(p.get("forget_split", "forget01"))))),
-    "unlearn": Kind("unlearn", "experiments/unlearn.ipynb", ("model", "method", "seed"), needs=_unlearn_needs),
-    # the decisive miniature: every variant x seed of one model x objective in one notebook (nbs/18_miniature.ipynb)
-    "miniature": Kind("miniature", "experiments/miniature.ipynb", ("model", "objective"), needs=_unlearn_needs,
+                                              model_rel(p["model"], retain_stage(p.get("forget_split", "forget01")), _pair(p)))),
+    "unlearn": Kind("unlearn", "experiments/unlearn.ipynb", ("model", "method", "seed", "pair"), needs=_unlearn_needs),
+    # the miniature: every variant x seed of one model x objective x model pair in one notebook (nbs/18_miniature.ipynb)
+    "miniature": Kind("miniature", "experiments/miniature.ipynb", ("model", "objective", "pair"), needs=_unlearn_needs,
                       requires=("model", "objective")),
 }
 
@@ -192,6 +195,7 @@ PARAM_SCHEMA: dict[str, Param] = {
     "batch_size": Param(_I, ge=1, null=True, example="4"), "grad_accum": Param(_I, ge=1, null=True, example="2"),
     "warmup_ratio": Param(_F, ge=0, le=1, example="0.1"), "weight_decay": Param(_F, ge=0, example="0.01"),
     "optim": Param(_S, example="adamw_torch"), "seed": Param(_I, ge=0, example="0"),
+    "pair": Param(_I, ge=0, example="1"),   # the model pair (finetune seed) whose target and retain log a run uses
     # loading the model
     "dtype": Param(_S, choices=DTYPES), "attn_implementation": Param(_S, choices=ATTN_IMPLEMENTATIONS),
     "bf16": Param(_B, example="true"), "gradient_checkpointing": Param(_B, example="true"), "load_in_4bit": Param(_B, example="false"),
@@ -291,9 +295,9 @@ def _variants(value, where="the params file") -> list:
         if not isinstance(x, dict) or x.get("reweighting") not in REWEIGHTINGS:
             raise BaldroError(f"variants: {_show(x)} is not a mapping with a known `reweighting`. Fix: give each variant "
                               f"`reweighting:` one of {list(REWEIGHTINGS)} in {where}.")
-        extra = sorted(set(x) - {"reweighting", *REWEIGHTING_PARAMS[x["reweighting"]]})
+        extra = sorted(set(x) - {"reweighting", "alpha", *REWEIGHTING_PARAMS[x["reweighting"]]})   # alpha: the retain weight (0: off)
         if extra: raise BaldroError(f"variants: {_show(x)} has {extra}, which {x['reweighting']} does not take. Fix: use "
-                                    f"{sorted(REWEIGHTING_PARAMS[x['reweighting']])} in {where}.")
+                                    f"{sorted(REWEIGHTING_PARAMS[x['reweighting']]) + ['alpha']} in {where}.")
         y = {k: coerce_param(k, v, where=where) for k, v in x.items()}
         for k, chk in (("direction", DIRECTIONS), ("pool", POOLS), ("unit", UNITS)):
             if y.get(k) is not None and y[k] not in chk:
@@ -436,15 +440,21 @@ def validate(runs: list[dict], root, outputs) -> None:
     errs = list(dict.fromkeys(errs))
     if errs: raise BaldroError(f"{len(errs)} problem(s) found{' in ' + ', '.join(files) if files else ''} before running anything:\n- " + "\n- ".join(errs))
 
-# %% ../nbs/11_grid.ipynb #14e5a408
-def plan(runs: list[dict]) -> list[list[dict]]:
-    "Deduplicated runs grouped into dependency levels (topological order)."
+# %% ../nbs/11_grid.ipynb #3c9d2e71
+def run_dependencies(runs: list[dict]) -> dict[str, set[str]]:
+    "{run_id: ids of the runs in `runs` that make what it needs} for the runs deduplicated by id (needs matched to provides by artefact name)."
     uniq = list({r["run_id"]: r for r in runs}.values())
     maker = {}
     for r in uniq:
         for a in KINDS[r["kind"]].provides(r["params"]): maker.setdefault(artefact_name(a), []).append(r["run_id"])
-    deps = {r["run_id"]: {m for _, a in KINDS[r["kind"]].needs(r["params"]) for m in maker.get(artefact_name(a), [])}
+    return {r["run_id"]: {m for _, a in KINDS[r["kind"]].needs(r["params"]) for m in maker.get(artefact_name(a), [])}
             for r in uniq}
+
+# %% ../nbs/11_grid.ipynb #14e5a408
+def plan(runs: list[dict]) -> list[list[dict]]:
+    "Deduplicated runs grouped into dependency levels (topological order)."
+    uniq = list({r["run_id"]: r for r in runs}.values())
+    deps = run_dependencies(uniq)
     level, todo = {}, dict(deps)
     while todo:
         ready = [rid for rid, ds in todo.items() if all(d in level for d in ds)]

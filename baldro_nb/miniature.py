@@ -171,9 +171,11 @@ class Cell:
         return eval_point(model, self.tok, self.tpl, self.source, self.split, self.retain_tr, full, self.ebs, self.mnt, gibberish)
     def utility(self, model): return utility_point(model, self.tok, self.tpl, self.source, self.split, self.ebs, self.mnt)
 
-    def method(self, reweighting: str = "mean", direction=None, pool=None, beta_dv=None):
+    def method(self, reweighting: str = "mean", direction=None, pool=None, beta_dv=None, alpha=None):
+        "The method of one variant; `alpha` overrides the retain term's weight (0: the forget-only control arm)."
+        mp = {**self.mp, **({} if alpha is None else {"alpha": float(alpha)})}
         return method_from_params(self.objective, reweighting, self.compat, self.training, direction=direction, pool=pool,
-                                  beta_dv=beta_dv if reweighting == "dv" else None, **self.mp)
+                                  beta_dv=beta_dv if reweighting == "dv" else None, **mp)
 
     def _train(self, method, out, lr, n_steps, seed, callbacks):
         "Train from the target's weights; the rate decays linearly over `max_steps` (calibration and runs share it), training stops after `n_steps`."
@@ -208,13 +210,13 @@ class Cell:
         write_json(f, self.calibration)
         return self.calibration
 
-    def run(self, reweighting: str = "mean", seed: int = 0, direction=None, pool=None, keep_probs: bool = False) -> dict:
+    def run(self, reweighting: str = "mean", seed: int = 0, direction=None, pool=None, keep_probs: bool = False, alpha=None) -> dict:
         "One trajectory (resumed from `runs/<variant>__seed<k>.json` when it exists): {variant, seed, records, probs, endpoints, steps}."
         check(self.lr is not None, "the cell is not calibrated.", "call calibrate() first.")
-        variant = variant_label(dict(reweighting=reweighting, direction=direction, pool=pool))
+        variant = variant_label(dict(reweighting=reweighting, direction=direction, pool=pool, alpha=alpha))
         f = self.out/"runs"/f"{variant}__seed{seed}.json"
         if f.exists(): return read_json(f)
-        method = self.method(reweighting, direction, pool, self.beta_dv)
+        method = self.method(reweighting, direction, pool, self.beta_dv, alpha)
         fq, mu = eval_schedule(self.n_steps, self.fq_points, self.mu_points)
         cb = TrajectoryCallback(self.evaluate, self.utility, fq, mu, self.retain_prob, self.mu_floor * self.target_mu, keep_probs)
         cb.add(0, self.point0, self.probs0)

@@ -9,16 +9,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core import (BaldroError, check, atomic_write, outputs_dir, file_lock, write_json, read_json, set_offline,
-                            usual_mode)
+                            usual_mode, stable_hash)
 from .data import Template, encode_qa, encode_prompt, ensure_tofu_mini, tofu_mini_rows, IGNORE_INDEX
 from .vocab import MODEL_NAMES, REAL_MODELS, TINY_MODELS, DTYPES, ATTN_IMPLEMENTATIONS, model_rel
 from .fingerprint import sha256_file, WEIGHT_FILES
 
 # %% auto #0
-__all__ = ['CHAT_TEMPLATES', 'FAMILY_TOKENS', 'TINY_ARCH', 'MODELS', 'TINY_VOCAB', 'TINY_TOKENIZER_VERSION', 'VERIFIED_FILES',
-           'family_special_tokens', 'ModelSpec', 'get_spec', 'build_tiny_tokenizer', 'save_tokenizer',
-           'config_chat_template', 'load_tokenizer', 'stage_dir', 'build_atomically', 'ensure_tiny_base',
-           'fast_attention_masks', 'resolve_model_path', 'load_model']
+__all__ = ['CHAT_TEMPLATES', 'FAMILY_TOKENS', 'TINY_ARCH', 'TINY_ROPE', 'MODELS', 'TINY_VOCAB', 'TINY_TOKENIZER_VERSION',
+           'VERIFIED_FILES', 'TINY_INIT_VERSION', 'family_special_tokens', 'ModelSpec', 'get_spec',
+           'build_tiny_tokenizer', 'save_tokenizer', 'config_chat_template', 'load_tokenizer', 'stage_dir',
+           'build_atomically', 'tiny_init_seed', 'ensure_tiny_base', 'fast_attention_masks', 'resolve_model_path',
+           'load_model']
 
 # %% ../nbs/03_models.ipynb #9d5172b8
 CHAT_TEMPLATES = {
@@ -94,6 +95,10 @@ def _ou(model): return {s: f"open-unlearning/tofu_{model}_{s}" for s in _OU_STAG
 # Tiny sizes (see `04_finetune` for the measurements behind them)
 TINY_ARCH = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=4, max_position_embeddings=256)
+# What the real families differ in that a 2-layer model can carry: the rope base (Llama-3: 500 000; Qwen3 and
+# Mistral v0.3: 1 000 000) and Qwen3's normalisation of queries and keys (its attention class has it). Grouped-query
+# attention is the same 4:1 in all three real families, so it would not separate them (the tiny models keep 4 kv heads).
+TINY_ROPE = {"llama": 500_000.0, "qwen3": 1_000_000.0, "mistral": 1_000_000.0}
 
 MODELS = {s.name: s for s in [
     ModelSpec("Llama-2-7b-chat-hf", "meta-llama/Llama-2-7b-chat-hf", "llama2", _LLAMA2, _ou("Llama-2-7b-chat-hf"),
@@ -103,9 +108,9 @@ MODELS = {s.name: s for s in [
     ModelSpec("Qwen3-8B", "Qwen/Qwen3-8B", "qwen3", _QWEN3, {}, notes="no open-unlearning checkpoints: finetune recipe"),
     ModelSpec("Mistral-7B-Instruct-v0.3", "mistralai/Mistral-7B-Instruct-v0.3", "mistral", _MISTRAL, {},
               notes="no open-unlearning checkpoints: finetune recipe"),
-    ModelSpec("tiny-llama", None, "llama3", _LLAMA3, tiny=dict(arch="llama", **TINY_ARCH)),
-    ModelSpec("tiny-qwen3", None, "qwen3", _QWEN3, tiny=dict(arch="qwen3", head_dim=32, **TINY_ARCH)),
-    ModelSpec("tiny-mistral", None, "mistral", _MISTRAL, tiny=dict(arch="mistral", head_dim=32, **TINY_ARCH)),
+    ModelSpec("tiny-llama", None, "llama3", _LLAMA3, tiny=dict(arch="llama", rope_theta=TINY_ROPE["llama"], **TINY_ARCH)),
+    ModelSpec("tiny-qwen3", None, "qwen3", _QWEN3, tiny=dict(arch="qwen3", rope_theta=TINY_ROPE["qwen3"], head_dim=32, **TINY_ARCH)),
+    ModelSpec("tiny-mistral", None, "mistral", _MISTRAL, tiny=dict(arch="mistral", rope_theta=TINY_ROPE["mistral"], head_dim=32, **TINY_ARCH)),
 ]}
 
 def get_spec(name: str) -> ModelSpec:
@@ -250,8 +255,14 @@ def build_atomically(dest: Path, build, current=None) -> Path:
             if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
+TINY_INIT_VERSION = 2   # 1: torch seed = pair seed (tiny-llama and tiny-mistral drew the same weights); 2: a seed per model and pair
+
+def tiny_init_seed(name: str, seed: int = 0) -> int:
+    "The torch seed of tiny model `name`'s initial weights for pair `seed`: its own per model, so no two models share a draw."
+    return int(stable_hash({"tiny_init": name, "seed": int(seed)}), 16)
+
 def ensure_tiny_base(name: str, seed: int = 0) -> Path:
-    "Folder of the randomly initialised tiny model `name` + its tokenizer (built once)."
+    "Folder of the randomly initialised tiny model `name` (pair `seed`) + its tokenizer (built once)."
     import torch
     from transformers import AutoModelForCausalLM
     spec = get_spec(name)
@@ -259,14 +270,14 @@ def ensure_tiny_base(name: str, seed: int = 0) -> Path:
     def build(d):
         tok = build_tiny_tokenizer(spec.family)
         if tok.pad_token_id is None: tok.pad_token = tok.eos_token
-        torch.manual_seed(seed)
+        torch.manual_seed(tiny_init_seed(name, seed))
         model = AutoModelForCausalLM.from_config(_tiny_config(spec, tok))
         model.save_pretrained(d); save_tokenizer(tok, d)
-        write_json(d/"spec.json", {"name": name, "family": spec.family, "seed": seed, "tiny": spec.tiny,
-                                   "tokenizer_version": TINY_TOKENIZER_VERSION,
+        write_json(d/"spec.json", {"name": name, "family": spec.family, "seed": seed, "init_seed": tiny_init_seed(name, seed),
+                                   "tiny": spec.tiny, "tokenizer_version": TINY_TOKENIZER_VERSION, "init_version": TINY_INIT_VERSION,
                                    "n_params": sum(p.numel() for p in model.parameters())})
-    # built with an older tokenizer: rebuilt (and the finetunes follow, their stamp names the version)
-    current = lambda d: read_json(d/"spec.json").get("tokenizer_version") == TINY_TOKENIZER_VERSION
+    # built with an older tokenizer or seed rule: rebuilt (and the finetunes follow, their stamp names both versions)
+    current = lambda d: (read_json(d/"spec.json").get("tokenizer_version"), read_json(d/"spec.json").get("init_version")) == (TINY_TOKENIZER_VERSION, TINY_INIT_VERSION)
     d = build_atomically(stage_dir(name, "base", seed), build, current)
     config_chat_template(d)   # a folder cached before save_tokenizer kept the template in the config
     return d

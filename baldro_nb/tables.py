@@ -11,19 +11,20 @@ import numpy as np
 import pandas as pd
 
 from .core import check, read_json, read_yaml
-from .vocab import (RESULT_COLUMNS, NUMERIC_COLUMNS, VARIANT_LABELS, BASE_VARIANT, ENDPOINT_COLUMNS, TRAJECTORY_COLUMNS,
+from .vocab import (RESULT_COLUMNS, NUMERIC_COLUMNS, VARIANT_LABELS, BASE_VARIANT, FORGET_ONLY, ENDPOINT_COLUMNS, TRAJECTORY_COLUMNS,
                              MINI_ENDPOINTS, MINI_TRAJECTORY, MINI_SAMPLES, MINI_CALIBRATION, variant_label)
 from .grid import load_runs
 
 # %% auto #0
 __all__ = ['BASE', 'DV', 'GROUP', 'VARIANTS', 'GAIN', 'LOSS', 'NO_DIFF', 'FEW_PAIRS', 'NOT_MEASURED', 'IDENTICAL',
-           'PAIRED_ENDPOINTS', 'ANSWER_COLUMNS', 'AUDIT', 'load_results', 'row_role', 'variant_of', 'annotate',
-           'main_runs', 'epoch_summaries', 'per_sample_probs', 'read_steps', 'gib_column', 'method_table',
-           'compare_variants', 'bootstrap_ci', 'detectable_effect', 'interval_verdict', 'endpoints_from_results',
-           'paired_comparisons', 'positive_control', 'answers_markdown', 'study_answers', 'answers_table',
-           'load_miniature', 'regime_table', 'expected_run_ids', 'missing_runs', 'missing_markdown', 'reference_points',
-           'epoch_table', 'weight_config', 'weights_table', 'asynchrony_table', 'audit_pairs', 'audit_table',
-           'reproduce_commands']
+           'NOT_REPLICATED', 'DETECT_FACTOR', 'PAIRED_ENDPOINTS', 'CONTROL', 'ANSWER_COLUMNS', 'AUDIT', 'load_results',
+           'row_role', 'variant_of', 'annotate', 'main_runs', 'epoch_summaries', 'per_sample_probs', 'read_steps',
+           'gib_column', 'method_table', 'compare_variants', 'bootstrap_ci', 'detectable_effect', 'interval_verdict',
+           'hierarchical_ci', 'split_halves', 'replication_verdict', 'replicated_difference', 'endpoints_from_results',
+           'paired_comparisons', 'pair_table', 'positive_control', 'answers_markdown', 'study_answers', 'answers_table',
+           'load_miniature', 'regime_table', 'tiny_models_table', 'expected_run_ids', 'missing_runs',
+           'missing_markdown', 'reference_points', 'epoch_table', 'weight_config', 'weights_table', 'asynchrony_table',
+           'audit_pairs', 'audit_table', 'reproduce_commands']
 
 # %% ../nbs/15_tables.ipynb #e860d0f8
 def load_results(results_csv) -> pd.DataFrame:
@@ -209,6 +210,55 @@ def interval_verdict(lo, hi, higher_is_better: bool = True) -> str:
     if hi < 0: return LOSS if higher_is_better else GAIN
     return NO_DIFF
 
+# %% ../nbs/15_tables.ipynb #7e9a0002
+NOT_REPLICATED = "not replicated"
+
+def hierarchical_ci(groups, level: float = 0.95, n_boot: int = 20000, seed: int = 0, expand: bool = True) -> tuple[float, float, float]:
+    "(mean of the group means, lo, hi): percentile interval of a bootstrap that resamples groups (model pairs), then values (seeds) in each."
+    gs = [x[np.isfinite(x)] for x in (np.asarray(g, dtype=np.float64) for g in groups)]
+    gs = [x for x in gs if len(x)]
+    if not gs: return (np.nan, np.nan, np.nan)
+    if len(gs) == 1: return bootstrap_ci(gs[0], level, n_boot, seed, expand)
+    rng = np.random.default_rng(seed); P = len(gs)
+    means = np.array([x.mean() for x in gs]); est = float(means.mean())
+    M = np.empty((P, n_boot))
+    for i, x in enumerate(gs):   # each pair's seed-bootstrap means
+        n = len(x); b = x[rng.integers(0, n, size=(n_boot, n))].mean(1) if n > 1 else np.full(n_boot, x[0])
+        M[i] = means[i] + math.sqrt(n / (n - 1)) * (b - means[i]) if (expand and n > 1) else b
+    stat = M[rng.integers(0, P, size=(P, n_boot)), rng.integers(0, n_boot, size=(P, n_boot))].mean(0)
+    if expand: stat = est + math.sqrt(P / (P - 1)) * (stat - est)
+    lo, hi = np.quantile(stat, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return (est, float(lo), float(hi))
+
+# %% ../nbs/15_tables.ipynb #7e9a0005
+def split_halves(by_pair: dict) -> tuple[list, list]:
+    "(discovery, replication) groups: the first ⌈P/2⌉ model pairs and the rest; one pair: its first ⌈n/2⌉ seeds and the rest."
+    keys = sorted(by_pair)
+    if len(keys) >= 2:
+        k = math.ceil(len(keys) / 2)
+        return [by_pair[p] for p in keys[:k]], [by_pair[p] for p in keys[k:]]
+    x = np.asarray(by_pair[keys[0]], dtype=np.float64) if keys else np.array([])
+    k = math.ceil(len(x) / 2)
+    return [x[:k]], [x[k:]]
+
+def replication_verdict(disc, rep, pooled, higher_is_better: bool = True) -> str:
+    "The rule above from three (estimate, lo, hi): gain/loss, not replicated, no detectable difference (no pooled interval: not enough pairs)."
+    if not (np.isfinite(pooled[1]) and np.isfinite(pooled[2])): return FEW_PAIRS
+    agree = np.isfinite(disc[0]) and np.isfinite(rep[0]) and np.sign(disc[0]) == np.sign(rep[0]) != 0
+    if agree and (pooled[1] > 0 or pooled[2] < 0): return interval_verdict(pooled[1], pooled[2], higher_is_better)
+    if np.isfinite(disc[1]) and (disc[1] > 0 or disc[2] < 0): return NOT_REPLICATED
+    return NO_DIFF
+
+DETECT_FACTOR = (1.959964 + 0.841621) / (2 * 1.959964)   # (z_.975 + z_.8) / (2 z_.975): width -> detectable effect
+
+def replicated_difference(by_pair: dict, higher_is_better: bool = True, **boot) -> dict:
+    "Paired differences {model pair: values over its seeds} -> discovery, replication, pooled and per-pair (estimate, lo, hi), detectable effect, verdict."
+    disc, rep = split_halves(by_pair)
+    D, R, A = hierarchical_ci(disc, **boot), hierarchical_ci(rep, **boot), hierarchical_ci(list(by_pair.values()), **boot)
+    return {"discovery": D, "replication": R, "pooled": A, "per_pair": {p: bootstrap_ci(v, **boot) for p, v in sorted(by_pair.items())},
+            "detectable": DETECT_FACTOR * (A[2] - A[1]) if np.isfinite(A[1]) else np.nan,
+            "verdict": replication_verdict(D, R, A, higher_is_better)}
+
 # %% ../nbs/15_tables.ipynb #c3d1e106
 PAIRED_ENDPOINTS = {"log10_fq_primary": ("Δ log10 FQ", True), "ks_d_primary": ("Δ KS D", False),
                     "mu_primary": ("Δ MU", True), "forget_truth_ratio_primary": ("Δ forget TR", True)}
@@ -232,26 +282,37 @@ def _all_at_step0(b, t, seeds) -> bool:
     return bool((pd.to_numeric(b.loc[seeds, "primary_step"], errors="coerce") == 0).all()
                 and (pd.to_numeric(t.loc[seeds, "primary_step"], errors="coerce") == 0).all())
 
+def _keyed(g, col_pairs=("pair", "seed")):
+    "Rows indexed by (model pair, seed); tables without a `pair` column are one pair, 0."
+    g = g.assign(pair=pd.to_numeric(g["pair"], errors="coerce").fillna(0).astype(int)) if "pair" in g else g.assign(pair=0)
+    return g.drop_duplicates(list(col_pairs)).set_index(list(col_pairs))
+
+def _by_pair(d: pd.Series) -> dict:
+    "{model pair: its paired differences (seed order)} from a Series indexed by (pair, seed)."
+    return {int(p): v.to_numpy(float) for p, v in d.groupby(level=0)}
+
 def paired_comparisons(ep: pd.DataFrame, base: str = BASE_VARIANT, **boot) -> pd.DataFrame:
-    "Per (model, objective, variant ≠ base): pairs, mean paired difference with its 95 % bootstrap CI per endpoint, verdict on the primary."
+    "Per (model, objective, variant ≠ base): paired seeds and model pairs, pooled Δ with its interval per endpoint; discovery, replication and the verdict on the primary."
     rows = []
     if not len(ep): return pd.DataFrame(rows)
     for (m, o), g in ep.groupby(["model", "objective"], sort=True):
-        b = g[g.variant == base].drop_duplicates("seed").set_index("seed")
+        b = _keyed(g[g.variant == base])
         for v in sorted(set(g.variant) - {base}):
-            t = g[g.variant == v].drop_duplicates("seed").set_index("seed")
+            t = _keyed(g[g.variant == v])
             seeds = sorted(set(b.index) & set(t.index))
-            r = {"model": m, "objective": o, "variant": v, "n_pairs": len(seeds)}
+            r = {"model": m, "objective": o, "variant": v, "n_seeds": len(seeds), "model pairs": len({p for p, _ in seeds})}
             for col, (name, hib) in PAIRED_ENDPOINTS.items():
                 if col not in g: continue
-                d = (pd.to_numeric(t.loc[seeds, col], errors="coerce") - pd.to_numeric(b.loc[seeds, col], errors="coerce")).to_numpy(float)
-                if not np.isfinite(d).any(): continue
-                mean, lo, hi = bootstrap_ci(d, **boot)
-                r.update({name: mean, f"{name} lo": lo, f"{name} hi": hi})
+                d = pd.to_numeric(t.loc[seeds, col], errors="coerce") - pd.to_numeric(b.loc[seeds, col], errors="coerce")
+                if not np.isfinite(d.to_numpy(float)).any(): continue
+                rd = replicated_difference(_by_pair(d), hib, **boot)
+                r.update({name: rd["pooled"][0], f"{name} lo": rd["pooled"][1], f"{name} hi": rd["pooled"][2]})
                 if col == "log10_fq_primary":
-                    r["verdict"] = interval_verdict(lo, hi, hib); r["detectable Δ log10 FQ"] = detectable_effect(d)
+                    r.update({"discovery": rd["discovery"][0], "discovery lo": rd["discovery"][1], "discovery hi": rd["discovery"][2],
+                              "replication": rd["replication"][0], "replication lo": rd["replication"][1], "replication hi": rd["replication"][2],
+                              "per pair": rd["per_pair"], "verdict": rd["verdict"], "detectable Δ log10 FQ": rd["detectable"]})
                     if _all_at_step0(b, t, seeds): r["verdict"] = NOT_MEASURED
-                    elif len(seeds) > 1 and np.all(d == 0): r["verdict"] = IDENTICAL
+                    elif len(seeds) > 1 and np.all(d.to_numpy(float) == 0): r["verdict"] = IDENTICAL
             if "min_ess_frac" in t: r["min ESS/B"] = float(pd.to_numeric(t.loc[seeds, "min_ess_frac"], errors="coerce").max()) if seeds else np.nan
             if seeds and {"primary_step", "n_steps"} <= set(g.columns):   # primary at the last step: still improving at the end
                 last = lambda x: int((pd.to_numeric(x.loc[seeds, "primary_step"], errors="coerce") >= pd.to_numeric(x.loc[seeds, "n_steps"], errors="coerce")).sum())
@@ -261,38 +322,64 @@ def paired_comparisons(ep: pd.DataFrame, base: str = BASE_VARIANT, **boot) -> pd
             rows.append(r)
     return pd.DataFrame(rows)
 
+def pair_table(cmp: pd.DataFrame, name: str = "Δ log10 FQ") -> pd.DataFrame:
+    "One row per comparison: the primary endpoint's estimate [interval] in each model pair, then pooled, and the verdict."
+    if not len(cmp) or "per pair" not in cmp: return pd.DataFrame(columns=["model", "objective", "variant", "verdict"])
+    f = lambda e: f"{e[0]:+.2f} [{e[1]:+.2f}, {e[2]:+.2f}]" if np.isfinite(e[1]) else (f"{e[0]:+.2f}" if np.isfinite(e[0]) else "–")
+    rows = []
+    for _, r in cmp.iterrows():
+        pp = r["per pair"] if isinstance(r["per pair"], dict) else {}
+        rows.append({"model": r["model"], "objective": r["objective"], "variant": r["variant"],
+                     **{f"pair {p}": f(e) for p, e in pp.items()}, "pooled": f((r.get(name), r.get(f"{name} lo"), r.get(f"{name} hi"))),
+                     "verdict": r.get("verdict")})
+    return pd.DataFrame(rows)
+
 # %% ../nbs/15_tables.ipynb #c3d1e110
-def positive_control(ep: pd.DataFrame, model: str | None = None, better: str = "NPO", worse: str = "GradAscent",
-                     col: str = "mu_matched", **boot) -> dict:
-    "Paired (by seed) difference of `col` between the base runs of `better` and `worse`: n, mean, lo, hi, reproduced."
-    e = ep[ep.variant == BASE_VARIANT] if len(ep) else ep
+CONTROL = dict(objective="NPO", better=BASE_VARIANT, worse=FORGET_ONLY, col="mu_final")   # the study's positive control
+
+def positive_control(ep: pd.DataFrame, model: str | None = None, objective: str = CONTROL["objective"], better: str = CONTROL["better"],
+                     worse: str = CONTROL["worse"], col: str = CONTROL["col"], **boot) -> dict:
+    "Paired (by model pair and seed) difference of `col` between two variants of `objective`: pooled, discovery, replication, per-seed values, verdict."
+    e = ep[ep.objective == objective] if len(ep) and "objective" in ep else ep.iloc[:0]
     if model is not None and len(e): e = e[e.model == model]
-    out = dict(model=model, better=better, worse=worse, endpoint=col, n_pairs=0, mean=np.nan, lo=np.nan, hi=np.nan, reproduced=None)
+    nan3 = (np.nan, np.nan, np.nan)
+    out = dict(model=model, objective=objective, better=better, worse=worse, endpoint=col, n_seeds=0, model_pairs=0, mean=np.nan,
+               lo=np.nan, hi=np.nan, discovery=nan3, replication=nan3, verdict=None, reproduced=None, values=pd.DataFrame())
     if not len(e) or col not in e: return out
-    b = e[e.objective == better].drop_duplicates(["model", "seed"]).set_index(["model", "seed"])[col]
-    w = e[e.objective == worse].drop_duplicates(["model", "seed"]).set_index(["model", "seed"])[col]
+    b, w = (_keyed(e[e.variant == v].drop_duplicates(["model", "pair", "seed"] if "pair" in e else ["model", "seed"])) for v in (better, worse))
     keys = sorted(set(b.index) & set(w.index))
     if not keys: return out
-    d = pd.to_numeric(b.loc[keys], errors="coerce").to_numpy(float) - pd.to_numeric(w.loc[keys], errors="coerce").to_numpy(float)
-    m, lo, hi = bootstrap_ci(d, **boot)
-    return {**out, "n_pairs": len(keys), "mean": m, "lo": lo, "hi": hi, "reproduced": bool(np.isfinite(lo) and lo > 0)}
+    vb, vw = pd.to_numeric(b.loc[keys, col], errors="coerce"), pd.to_numeric(w.loc[keys, col], errors="coerce")
+    rd = replicated_difference(_by_pair(vb - vw), True, **boot)
+    word = {GAIN: "reproduced", NOT_REPLICATED: NOT_REPLICATED}.get(rd["verdict"], "not reproduced")
+    vals = pd.DataFrame({"pair": [p for p, _ in keys], "seed": [s for _, s in keys], better: vb.values, worse: vw.values, "Δ": (vb - vw).values})
+    return {**out, "n_seeds": len(keys), "model_pairs": len({p for p, _ in keys}), "mean": rd["pooled"][0], "lo": rd["pooled"][1],
+            "hi": rd["pooled"][2], "discovery": rd["discovery"], "replication": rd["replication"], "per_pair": rd["per_pair"],
+            "verdict": word, "reproduced": word == "reproduced", "values": vals}
 
 # %% ../nbs/15_tables.ipynb #c3d1e113
 def _ci(r, name, digits=2) -> str:
     return f"{r[name]:+.{digits}f} [{r[name + ' lo']:+.{digits}f}, {r[name + ' hi']:+.{digits}f}]"
 
+def _n(r) -> str:
+    p = int(r.get("model pairs", 1) or 1)
+    return f"{int(r['n_seeds'])} paired seeds" + (f" in {p} model pairs" if p > 1 else "")
+
 def _pair_line(r) -> str:
     v = r.get("verdict", FEW_PAIRS); s = f"**{v}**"
     if v == NOT_MEASURED:
         return (s + ": in every pair both runs' primary endpoint is step 0, the target itself (no later point kept "
-                f"model utility at the bar), so it compares nothing; see the FQ peaks and trajectories ({int(r['n_pairs'])} paired seeds)")
+                f"model utility at the bar), so it compares nothing; see the FQ peaks and trajectories ({_n(r)})")
     if v == IDENTICAL: s += ": the two runs' primary endpoints are equal in every pair"
-    elif "Δ log10 FQ" in r and np.isfinite(r["Δ log10 FQ"]): s += f": Δ log10 FQ {_ci(r, 'Δ log10 FQ')}"
+    elif "Δ log10 FQ" in r and np.isfinite(r["Δ log10 FQ"]):
+        s += f": Δ log10 FQ {_ci(r, 'Δ log10 FQ')}"
+        if np.isfinite(r.get("discovery", np.nan)) and np.isfinite(r.get("replication", np.nan)):
+            s += f" (discovery {_ci(r, 'discovery')}, replication {_ci(r, 'replication')})"
     if v == NO_DIFF and np.isfinite(r.get("detectable Δ log10 FQ", np.nan)):
         s += f" (the design detects |Δ| ≥ {r['detectable Δ log10 FQ']:.2f})"
     if "Δ MU" in r and np.isfinite(r.get("Δ MU lo", np.nan)): s += f"; Δ MU {_ci(r, 'Δ MU', 3)}"
     if np.isfinite(r.get("min ESS/B", np.nan)): s += f"; min ESS/B ≤ {r['min ESS/B']:.2f}"
-    n = int(r["n_pairs"])
+    n = int(r["n_seeds"])
     if v in (GAIN, LOSS, NO_DIFF) and np.isfinite(r.get("variant forgotten", np.nan)):
         s += f"; forgotten in {int(r['variant forgotten'])}/{n} runs (base {int(r['base forgotten'])}/{n})"
     behind = {LOSS: ("variant", "slower", "worse"), GAIN: ("base", "faster", "better")}.get(v)   # the arm that is behind
@@ -300,7 +387,7 @@ def _pair_line(r) -> str:
     if np.isfinite(k) and k > 0:
         s += (f"; *caveat*: the {behind[0]}'s primary endpoint is its last step in {int(k)}/{n} runs (still improving "
               f"when the shared schedule ended), so part of this {v} may be {behind[1]} forgetting rather than a {behind[2]} end point")
-    return s + f" ({n} paired seeds)"
+    return s + f" ({_n(r)})"
 
 def answers_markdown(cmp: pd.DataFrame, control: dict | None = None, transfer_model: str | None = None,
                      paper_objectives=("NPO", "SimNPO", "SatImp"), question_objectives=("NPO", "WGA", "TNPO")) -> str:
@@ -308,11 +395,14 @@ def answers_markdown(cmp: pd.DataFrame, control: dict | None = None, transfer_mo
     out = []
     if control is not None:
         c = control
-        if not c["n_pairs"]: out.append(f"**Positive control** ({c['better']} vs {c['worse']} at matched forgetting): not run.")
+        what = f"{c['objective']} with its retain term keeps more model utility ({c['endpoint']}) than {c['worse']}"
+        if not c["n_seeds"]: out.append(f"**Positive control** ({what}): not run.")
         else:
-            word = "reproduced" if c["reproduced"] else "**not reproduced**: the miniature may be unable to detect effects of this size"
-            out.append(f"**Positive control** — at matched forgetting {c['better']} keeps more model utility than {c['worse']}: "
-                       f"ΔMU {c['mean']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}] over {c['n_pairs']} paired seeds: {word}.")
+            word = {"reproduced": "reproduced", NOT_REPLICATED: "**not replicated**: discovery saw it, the replication half did not confirm it"}.get(
+                c["verdict"], "**not reproduced**: the miniature may be unable to detect effects of this size")
+            ci = lambda e: f"{e[0]:+.3f} [{e[1]:+.3f}, {e[2]:+.3f}]"
+            out.append(f"**Positive control** — {what}: Δ {ci((c['mean'], c['lo'], c['hi']))} pooled over {c['n_seeds']} paired seeds in "
+                       f"{c['model_pairs']} model pairs (discovery {ci(c['discovery'])}, replication {ci(c['replication'])}): {word}.")
     if not len(cmp):
         return "\n\n".join(out + ["**No comparison yet**: no objective has both its base runs and BalDRO runs of the same seeds finished."])
     tm = transfer_model or cmp.model.value_counts().idxmax()
@@ -326,8 +416,9 @@ def answers_markdown(cmp: pd.DataFrame, control: dict | None = None, transfer_mo
     for o in sorted(a.objective.unique()):
         for _, r in a[a.objective == o].sort_values("model").iterrows(): out.append(f"- **{o}, {r['model']}**: {_pair_line(r)}")
     n = int(cmp["verdict"].isin([GAIN, LOSS, NO_DIFF]).sum()) if "verdict" in cmp else 0
-    out.append("\n*Endpoint*: the primary endpoint of each run (log10 forget quality; see the method section), paired by seed. "
-               "A verdict word appears only when the 95 % bootstrap interval of the paired difference excludes 0; "
+    out.append("\n*Endpoint*: the primary endpoint of each run (log10 forget quality; see the method section), paired by model pair and seed. "
+               "A verdict word appears only when discovery and replication agree in sign and the pooled 95 % hierarchical bootstrap interval "
+               "excludes 0 (*not replicated*: discovery alone excluded 0); "
                "otherwise the line says *no detectable difference* and the smallest effect this design could detect; "
                "*not measured* when every pair's primary endpoint is the target itself (step 0). "
                f"*Multiplicity*: {n} comparisons at 95 % each: if no variant differed from its base, about {0.05 * n:.1f} of "
@@ -341,22 +432,26 @@ def study_answers(df: pd.DataFrame, endpoints: pd.DataFrame | None = None, contr
     return answers_markdown(paired_comparisons(ep), control, **kw)
 
 # %% ../nbs/15_tables.ipynb #c3d1e117
-ANSWER_COLUMNS = ("kind", "model", "objective", "variant", "endpoint", "n_pairs", "estimate", "lo", "hi", "detectable", "verdict")
+ANSWER_COLUMNS = ("kind", "model", "objective", "variant", "endpoint", "model_pairs", "n_seeds", "discovery", "discovery_lo",
+                  "discovery_hi", "replication", "replication_lo", "replication_hi", "estimate", "lo", "hi", "detectable", "verdict")
 
 def answers_table(cmp: pd.DataFrame, control: dict | None = None) -> pd.DataFrame:
     "The answers as rows: the positive control (if run), then each paired comparison of `paired_comparisons`."
     rows = []
-    if control is not None and control.get("n_pairs"):
-        c = control
-        rows.append(dict(kind="control", model=c["model"], objective=f"{c['better']} vs {c['worse']}", variant=BASE_VARIANT,
-                         endpoint=c["endpoint"], n_pairs=c["n_pairs"], estimate=c["mean"], lo=c["lo"], hi=c["hi"],
-                         verdict="reproduced" if c["reproduced"] else "not reproduced"))
+    if control is not None and control.get("n_seeds"):
+        c = control; D, R = c["discovery"], c["replication"]
+        rows.append(dict(kind="control", model=c["model"], objective=c["objective"], variant=f"{c['better']} vs {c['worse']}",
+                         endpoint=c["endpoint"], model_pairs=c["model_pairs"], n_seeds=c["n_seeds"], discovery=D[0], discovery_lo=D[1],
+                         discovery_hi=D[2], replication=R[0], replication_lo=R[1], replication_hi=R[2], estimate=c["mean"], lo=c["lo"],
+                         hi=c["hi"], verdict=c["verdict"]))
     g = lambda r, k: r.get(k, np.nan)
     for _, r in (cmp.iterrows() if len(cmp) else []):
         rows.append(dict(kind="comparison", model=r["model"], objective=r["objective"], variant=r["variant"],
-                         endpoint="log10_fq_primary", n_pairs=int(r["n_pairs"]), estimate=g(r, "Δ log10 FQ"),
-                         lo=g(r, "Δ log10 FQ lo"), hi=g(r, "Δ log10 FQ hi"), detectable=g(r, "detectable Δ log10 FQ"),
-                         verdict=r.get("verdict", FEW_PAIRS)))
+                         endpoint="log10_fq_primary", model_pairs=int(g(r, "model pairs")), n_seeds=int(r["n_seeds"]),
+                         **{k.replace(" ", "_"): g(r, k) for k in ("discovery", "discovery lo", "discovery hi", "replication",
+                                                                   "replication lo", "replication hi")},
+                         estimate=g(r, "Δ log10 FQ"), lo=g(r, "Δ log10 FQ lo"), hi=g(r, "Δ log10 FQ hi"),
+                         detectable=g(r, "detectable Δ log10 FQ"), verdict=r.get("verdict", FEW_PAIRS)))
     return pd.DataFrame(rows, columns=list(ANSWER_COLUMNS))
 
 # %% ../nbs/15_tables.ipynb #c3d1e121
@@ -391,6 +486,25 @@ def regime_table(ep: pd.DataFrame) -> pd.DataFrame:
                      "stop": ", ".join(f"{k} {n}" for k, n in g.stop_reason.value_counts().items()),
                      "median FQ primary": float(g.fq_primary.median()), "median FQ peak": float(g.fq_peak.median()),
                      "median min ESS/B": float(pd.to_numeric(g.min_ess_frac, errors="coerce").median()) if g.min_ess_frac.notna().any() else np.nan})
+    return pd.DataFrame(rows)
+
+# %% ../nbs/15_tables.ipynb #7e9a0202
+def tiny_models_table(outputs=None, pairs=(0, 1)) -> pd.DataFrame:
+    "One row per tiny model: family, architecture features, tokenizer and template, and per pair the initial-weights seed (and sha256 when built)."
+    from baldro_nb.models import MODELS, tiny_init_seed
+    from baldro_nb.vocab import TINY_MODELS, model_rel
+    rows = []
+    for n in TINY_MODELS:
+        sp = MODELS[n]; t = sp.tiny
+        r = {"model": n, "config": {"llama": "LlamaConfig", "qwen3": "Qwen3Config", "mistral": "MistralConfig"}[t["arch"]],
+             "layers × width": f"{t['num_hidden_layers']} × {t['hidden_size']}", "heads / kv heads": f"{t['num_attention_heads']} / {t['num_key_value_heads']}",
+             "rope base": t.get("rope_theta"), "q/k norm": t["arch"] == "qwen3", "tokenizer, template": sp.family,
+             "system prompt": sp.template.system_prompt or "none"}
+        for k in pairs:
+            done = Path(outputs)/model_rel(n, "base", k)/"DONE" if outputs is not None else None
+            sha = (json.loads(done.read_text() or "{}").get("sha256", {}).get("model.safetensors", "") if done is not None and done.exists() else "")
+            r[f"pair {k} init seed"] = tiny_init_seed(n, k) if not sha else f"{tiny_init_seed(n, k)} ({sha[:12]})"
+        rows.append(r)
     return pd.DataFrame(rows)
 
 # %% ../nbs/15_tables.ipynb #b24a8770

@@ -196,37 +196,40 @@ def make_synthetic_study(out_dir, n_forget: int = 20, epochs: int = 3, drop=(), 
     return out/"results.csv"
 
 # %% ../nbs/17_testing.ipynb #c3d1e402
-def make_synthetic_miniature(runs_dir, effects: dict | None = None, seeds=range(5), model: str = "tiny-llama",
+def make_synthetic_miniature(runs_dir, effects: dict | None = None, seeds=range(3), pairs=(0, 1), model: str = "tiny-llama",
                              control_gap: float = 0.2, n_forget: int = 8, steps: int = 10) -> list[Path]:
-    "Finished synthetic `miniature__<model>__<objective>` run folders under `runs_dir` with planted paired effects on log10 FQ."
-    from baldro_nb.vocab import (ENDPOINT_COLUMNS, TRAJECTORY_COLUMNS, MINI_ENDPOINTS, MINI_TRAJECTORY, MINI_SAMPLES, MINI_CALIBRATION)
-    effects = {"NPO": 0.5, "WGA": 0.0, "GradAscent": 0.0} if effects is None else effects
+    "Finished synthetic `miniature__<model>__<objective>__<pair>` run folders under `runs_dir` with planted paired effects on log10 FQ."
+    from baldro_nb.vocab import (ENDPOINT_COLUMNS, TRAJECTORY_COLUMNS, MINI_ENDPOINTS, MINI_TRAJECTORY, MINI_SAMPLES, MINI_CALIBRATION,
+                                 FORGET_ONLY, pair_seeds)
+    effects = {"NPO": 0.5, "WGA": 0.0} if effects is None else effects
     noise = np.array([0.03, -0.02, 0.01, -0.03, 0.02, -0.01, 0.0, 0.015])
     out = []
     for o, eff in effects.items():
-        rd = Path(runs_dir)/f"miniature__{model}__{o}__{stable_hash({'o': o, 'e': eff})[:8]}"; ep, tj, ps = [], [], []
-        for s in seeds:
-            sfx = [0.4, -0.3, 0.1, -0.5, 0.25, 0.0, -0.1, 0.3][s % 8]
-            for v in ("base", "BalDRO-DV"):
-                lfq = -1.0 + sfx + (eff + noise[s % 8] if v != "base" else 0.0)
-                mu = 0.6 - (control_gap if o == "GradAscent" else 0.0)
-                ep.append(dict(model=model, objective=o, variant=v, seed=s, reweighting="mean" if v == "base" else "dv",
-                               direction=None if v == "base" else "softmin", lr=1e-3, beta_dv=None if v == "base" else 0.5,
-                               n_steps=steps, primary_step=steps // 2, fq_primary=10**lfq, log10_fq_primary=lfq, ks_d_primary=0.3,
-                               forget_truth_ratio_primary=0.6, mu_primary=mu, fq_peak=10**lfq, fq_peak_step=steps // 2,
-                               forgotten_step=steps // 2, mu_matched=mu, mu_final=mu - 0.05, gibberish_final=0.9,
-                               stop_reason="length", min_ess_frac=1.0 if v == "base" else 0.4, train_s=1.0))
-                for st in range(0, steps + 1):
-                    f = 10 ** (lfq - 2 * abs(st - steps // 2) / steps)
-                    tj.append(dict(model=model, objective=o, variant=v, seed=s, step=st, forget_quality=f, ks_d=0.3,
-                                   forget_truth_ratio=0.6, forget_log10_tr=-0.2, forget_Q_A_Prob=0.9 ** st,
-                                   model_utility=mu + 0.1 - 0.01 * st if st % 5 == 0 else None, gibberish_clean_prob=0.9, ess_frac=0.5))
-                    if s == min(seeds): ps += [dict(model=model, objective=o, variant=v, seed=s, step=st, row=r, prob=0.9 ** (st * (1 + r)))
-                                               for r in range(n_forget)]
-        for name, rows, cols in ((MINI_ENDPOINTS, ep, ENDPOINT_COLUMNS), (MINI_TRAJECTORY, tj, TRAJECTORY_COLUMNS), (MINI_SAMPLES, ps, None)):
-            d = pd.DataFrame(rows); atomic_write(rd/name, (d.reindex(columns=list(cols)) if cols else d).to_csv(index=False))
-        write_json(rd/MINI_CALIBRATION, {"lr": 1e-3, "n_steps": steps, "beta_dv": 0.5, "loss_spread": 0.5, "target_mu": 0.7,
-                                         "retain_forget_prob": 0.02, "lr_rule": "synthetic"})
-        write_json(rd/"metrics.json", {"model": model, "objective": o, "n_runs": len(ep)})
-        out.append(rd)
+        for p in pairs:
+            rd = Path(runs_dir)/f"miniature__{model}__{o}__{p}__{stable_hash({'o': o, 'e': eff, 'p': p})[:8]}"; ep, tj, ps = [], [], []
+            variants = ("base", "BalDRO-DV", FORGET_ONLY) if o == "NPO" else ("base", "BalDRO-DV")
+            for k, s in enumerate(pair_seeds(p, seeds)):
+                i = (k + 3 * p) % 8; sfx = [0.4, -0.3, 0.1, -0.5, 0.25, 0.0, -0.1, 0.3][i]
+                for v in variants:
+                    lfq = -1.0 + sfx + (eff + noise[i] if v == "BalDRO-DV" else 0.0)
+                    mu = 0.6 - (control_gap if v == FORGET_ONLY else 0.0) + 0.01 * sfx
+                    ep.append(dict(model=model, objective=o, variant=v, pair=p, seed=s, reweighting="dv" if v == "BalDRO-DV" else "mean",
+                                   direction="softmin" if v == "BalDRO-DV" else None, lr=1e-3, beta_dv=0.5 if v == "BalDRO-DV" else None,
+                                   n_steps=steps, primary_step=steps // 2, fq_primary=10**lfq, log10_fq_primary=lfq, ks_d_primary=0.3,
+                                   forget_truth_ratio_primary=0.6, mu_primary=mu, fq_peak=10**lfq, fq_peak_step=steps // 2,
+                                   forgotten_step=steps // 2, mu_matched=mu, mu_final=mu - 0.05, gibberish_final=0.9,
+                                   stop_reason="length", min_ess_frac=0.4 if v == "BalDRO-DV" else 1.0, train_s=1.0))
+                    for st in range(0, steps + 1):
+                        f = 10 ** (lfq - 2 * abs(st - steps // 2) / steps)
+                        tj.append(dict(model=model, objective=o, variant=v, pair=p, seed=s, step=st, forget_quality=f, ks_d=0.3,
+                                       forget_truth_ratio=0.6, forget_log10_tr=-0.2, forget_Q_A_Prob=0.9 ** st,
+                                       model_utility=mu + 0.1 - 0.01 * st if st % 5 == 0 else None, gibberish_clean_prob=0.9, ess_frac=0.5))
+                        if k == 0: ps += [dict(model=model, objective=o, variant=v, pair=p, seed=s, step=st, row=r, prob=0.9 ** (st * (1 + r)))
+                                           for r in range(n_forget)]
+            for name, rows, cols in ((MINI_ENDPOINTS, ep, ENDPOINT_COLUMNS), (MINI_TRAJECTORY, tj, TRAJECTORY_COLUMNS), (MINI_SAMPLES, ps, None)):
+                d = pd.DataFrame(rows); atomic_write(rd/name, (d.reindex(columns=list(cols)) if cols else d).to_csv(index=False))
+            write_json(rd/MINI_CALIBRATION, {"lr": 1e-3, "n_steps": steps, "beta_dv": 0.5, "loss_spread": 0.5, "target_mu": 0.7,
+                                             "retain_forget_prob": 0.02, "lr_rule": "synthetic"})
+            write_json(rd/"metrics.json", {"model": model, "objective": o, "pair": p, "n_runs": len(ep)})
+            out.append(rd)
     return out

@@ -14,9 +14,9 @@ __all__ = ['FORGET_PCTS', 'FORGET_SPLITS', 'STAGES', 'DATA_DIR', 'MODELS_DIR', '
            'UNITS', 'DIRECTIONS', 'POOLS', 'COMPATS', 'REWEIGHTING_PARAMS', 'REWEIGHTINGS', 'VARIANT_LABELS',
            'REAL_MODELS', 'TINY_MODELS', 'MODEL_NAMES', 'DTYPES', 'ATTN_IMPLEMENTATIONS', 'MODEL_UTILITY_KEYS',
            'MIA_ATTACKS', 'NUMERIC_COLUMNS', 'RESULT_COLUMNS', 'BASE_VARIANT', 'MINI_ENDPOINTS', 'MINI_TRAJECTORY',
-           'MINI_SAMPLES', 'MINI_CALIBRATION', 'MINI_KEYS', 'TRAJECTORY_COLUMNS', 'ENDPOINT_COLUMNS', 'split_pairing',
-           'retain_stage', 'model_rel', 'retain_log_rel', 'run_rel', 'parse_source', 'objective_key', 'method_label',
-           'variant_label']
+           'MINI_SAMPLES', 'MINI_CALIBRATION', 'MINI_KEYS', 'FORGET_ONLY', 'TRAJECTORY_COLUMNS', 'ENDPOINT_COLUMNS',
+           'split_pairing', 'retain_stage', 'model_rel', 'retain_log_rel', 'run_rel', 'pair_seeds', 'parse_source',
+           'objective_key', 'method_label', 'variant_label']
 
 # %% ../nbs/01_vocab.ipynb #a407a003
 FORGET_PCTS = (1, 5, 10)
@@ -41,15 +41,22 @@ RESULTS_CSV = "results.csv"
 ANSWERS_CSV = "answers.csv"   # in the report folder: one row per paired comparison and the positive control
 RETAIN_IDENTITY = "identity.json"   # beside a retain log: whose log it is (model, weights, data source, split, settings)
 
-def model_rel(model: str, stage: str, seed: int = 0) -> str:
-    "`models/<model>/<stage>` (`<stage>_seed<k>` for seed k ≠ 0): a finetuned target or retain model."
-    return f"{MODELS_DIR}/{model}/{stage if int(seed) == 0 else f'{stage}_seed{int(seed)}'}"
+def _seeded(name: str, seed: int) -> str: return name if int(seed) == 0 else f"{name}_seed{int(seed)}"
 
-def retain_log_rel(model: str, forget_split: str = "forget01") -> str:
-    "`retain_logs/<model>_<retainXX>/TOFU_EVAL.json`: the retain model's evaluation that forget quality compares with."
-    return f"{RETAIN_LOGS_DIR}/{model}_{retain_stage(forget_split)}/TOFU_EVAL.json"
+def model_rel(model: str, stage: str, seed: int = 0) -> str:
+    "`models/<model>/<stage>` (`<stage>_seed<k>` for finetune seed k ≠ 0, i.e. model pair k): a finetuned target or retain model."
+    return f"{MODELS_DIR}/{model}/{_seeded(stage, seed)}"
+
+def retain_log_rel(model: str, forget_split: str = "forget01", pair: int = 0) -> str:
+    "`retain_logs/<model>_<retainXX>[_seed<k>]/TOFU_EVAL.json`: the evaluation of pair k's retain model that forget quality compares with."
+    return f"{RETAIN_LOGS_DIR}/{_seeded(f'{model}_{retain_stage(forget_split)}', pair)}/TOFU_EVAL.json"
 
 def run_rel(run_id: str) -> str: return f"{RUNS_DIR}/{run_id}"
+
+# %% ../nbs/01_vocab.ipynb #5e1d0c01
+def pair_seeds(pair: int, seeds) -> list[int]:
+    "The unlearning seeds of model pair `pair`: `seeds` shifted by 1000 × pair, so that no two pairs share a seed."
+    return [1000 * int(pair) + int(s) for s in seeds]
 
 # %% ../nbs/01_vocab.ipynb #15ec8cac
 TOFU_HUB_ID = "locuslab/TOFU"
@@ -128,7 +135,8 @@ RESULT_COLUMNS = ("run_id", "kind", "model", "method", "objective", "reweighting
 # %% ../nbs/01_vocab.ipynb #c3d1e002
 BASE_VARIANT = "base"
 MINI_ENDPOINTS, MINI_TRAJECTORY, MINI_SAMPLES, MINI_CALIBRATION = "endpoints.csv", "trajectory.csv", "per_sample.csv", "calibration.json"
-MINI_KEYS = ("model", "objective", "variant", "seed")
+MINI_KEYS = ("model", "objective", "variant", "pair", "seed")
+FORGET_ONLY = "forget-only"   # suffix of a variant whose retain term is switched off (alpha = 0): the positive control's arm
 TRAJECTORY_COLUMNS = (*MINI_KEYS, "step", "forget_quality", "ks_d", "forget_truth_ratio", "forget_log10_tr",
                       "forget_Q_A_Prob", "model_utility", "gibberish_clean_prob", "ess_frac")
 ENDPOINT_COLUMNS = (*MINI_KEYS, "reweighting", "direction", "lr", "beta_dv", "n_steps", "primary_step", "fq_primary",
@@ -138,4 +146,6 @@ ENDPOINT_COLUMNS = (*MINI_KEYS, "reweighting", "direction", "lr", "beta_dv", "n_
 def variant_label(p: dict) -> str:
     "The variant of an unlearning run's parameters: `base`, `BalDRO-DV`, `BalDRO-DV-softmax`, `BalDRO-G`, ..."
     lbl = method_label({**p, "objective": "_"})
-    return BASE_VARIANT if lbl == "_" else lbl.removesuffix("+_")
+    lbl = BASE_VARIANT if lbl == "_" else lbl.removesuffix("+_")
+    if p.get("alpha") is not None and float(p["alpha"]) == 0: return FORGET_ONLY if lbl == BASE_VARIANT else f"{lbl}, {FORGET_ONLY}"
+    return lbl
