@@ -1,5 +1,5 @@
 """The report's answers follow the intervals: built from a synthetic study whose miniature has a planted paired effect
-(NPO: BalDRO-DV adds 0.5 to log10 FQ in every seed, ± 0.03) and none (WGA), the HTML report must say "gain" for the first,
+(NPO: BalDRO-DV adds 0.5 to log10 FQ in every seed of both model pairs, ± 0.03) and none (WGA), the HTML report must say "gain" for the first,
 "no detectable difference" for the second, and state the positive control as reproduced."""
 import os, re, html as H
 
@@ -19,7 +19,7 @@ def _answers(page: str) -> str:
 def test_report_answers_gain_for_a_planted_effect_and_no_difference_without(tmp_path):
     out = tmp_path/"outputs"
     csv = make_synthetic_study(out, n_forget=8, epochs=1, seeds=(0,), audit=False)
-    make_synthetic_miniature(out/"runs", {"NPO": 0.5, "WGA": 0.0, "GradAscent": 0.0})
+    make_synthetic_miniature(out/"runs", {"NPO": 0.5, "WGA": 0.0})
     page = build_report(csv, out/"runs", tmp_path/"report").read_text()
     ans = _answers(page)
     npo = re.search(r"BalDRO-DV\+NPO \(paper objective\): (gain|loss|no detectable difference)", ans)
@@ -35,4 +35,9 @@ def test_report_answers_gain_for_a_planted_effect_and_no_difference_without(tmp_
     rows = pd.read_csv(tmp_path/"report"/"answers.csv")
     v = {(r.kind, r.objective, r.variant): r.verdict for r in rows.itertuples()}
     assert v[("comparison", "NPO", "BalDRO-DV")] == "gain" and v[("comparison", "WGA", "BalDRO-DV")] == "no detectable difference", v
-    assert v[("control", "NPO vs GradAscent", "base")] == "reproduced", v
+    assert v[("control", "NPO", "base vs forget-only")] == "reproduced", v
+    # discovery, replication and pooled, each with an interval, for every comparison
+    assert rows[["discovery", "discovery_lo", "replication", "replication_hi", "estimate", "lo", "hi"]].notna().all().all(), rows
+    # the report shows the per-pair table and the control's per-seed values
+    assert "Does it depend on the model pair?" in page and "pair 0" in page and "pair 1" in page
+    assert "The positive control, seed by seed" in page and "forget-only" in page
