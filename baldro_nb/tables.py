@@ -297,7 +297,7 @@ def paired_comparisons(ep: pd.DataFrame, base: str = BASE_VARIANT, **boot) -> pd
     if not len(ep): return pd.DataFrame(rows)
     for (m, o), g in ep.groupby(["model", "objective"], sort=True):
         b = _keyed(g[g.variant == base])
-        for v in sorted(set(g.variant) - {base}):
+        for v in sorted(v for v in set(g.variant) - {base} if FORGET_ONLY not in str(v)):   # forget-only: the control's arm, not a method
             t = _keyed(g[g.variant == v])
             seeds = sorted(set(b.index) & set(t.index))
             r = {"model": m, "objective": o, "variant": v, "n_seeds": len(seeds), "model pairs": len({p for p, _ in seeds})}
