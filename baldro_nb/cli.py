@@ -14,7 +14,7 @@ from .fingerprint import fingerprint_study, verify, published_manifest_path, fil
 
 # %% auto #0
 __all__ = ['SHOW', 'REPORT_INPUTS', 'STUDY_PARAMS', 'results_table', 'report_inputs', 'study_report', 'acceptance_from_runs',
-           'acceptance_report', 'study', 'main']
+           'acceptance_report', 'default_jobs', 'study', 'main']
 
 # %% ../nbs/14_cli.ipynb #8d4c74a0
 SHOW = ["model", "method", "objective", "seed", "status", "n_runs", "lr", "beta_dv", "forget_quality", "model_utility",
@@ -89,13 +89,17 @@ def acceptance_report(tab) -> str:
 # %% ../nbs/14_cli.ipynb #c1a0b1c9
 STUDY_PARAMS = "params/study_tiny.yaml"   # the embedded study: `baldro study`'s default, the published manifest's
 
+def default_jobs(threads: int = 1, cores: int | None = None) -> int:
+    "Runs at once when `--jobs` is not given: at most 2, and never more threads than cores (2 runs x 2 threads on 2 cores made a finetune 4 x slower)."
+    return max(1, min(2, (cores or os.cpu_count() or 1) // max(1, int(threads))))
+
 def study(params=STUDY_PARAMS, root=None, jobs: int | None = None, **kw) -> Path:
     "The whole embedded study: grid → results.csv → report → fingerprint; prints the time, the table and the fingerprint's verdict."
     t0 = time.time()
     root = Path(root or repo_root()).resolve()
     outputs = Path(os.environ.get("BALDRO_OUTPUTS") or root/"outputs").resolve()
     set_offline()
-    jobs = jobs or max(1, min(2, os.cpu_count() or 1))
+    jobs = jobs or default_jobs(kw.get("threads", 1))
     pfile = root/params if not Path(params).is_absolute() else Path(params)
     kw.setdefault("warm_kernels", True)   # one fork server: each run's kernel starts with torch & co. imported
     st = run_grid(pfile, root=root, outputs=outputs, jobs=jobs, **kw)
@@ -130,7 +134,7 @@ def _parser():
     ap = argparse.ArgumentParser(prog="baldro", description="Run baldro_nb experiment grids (papermill notebooks).")
     sub = ap.add_subparsers(dest="cmd", required=True)
     def common(p):
-        p.add_argument("--jobs", type=_jobs, default=None, help="local worker processes (default: 1 for run, 2 for study)")
+        p.add_argument("--jobs", type=_jobs, default=None, help="local worker processes (default: 1 for run; for study 2, fewer when --threads x 2 exceeds the cores)")
         p.add_argument("--executor", default="local", choices=["local", "slurm", "submitit-local"])
         p.add_argument("--only", default=None, help="glob/substring on run ids (their dependencies are kept)")
         p.add_argument("--dry-run", action="store_true", help="validate and list the runs, run nothing")

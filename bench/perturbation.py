@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from baldro_nb.cli import default_jobs
 from baldro_nb.vocab import ANSWERS_CSV, REPORT_DIR
 
 KEY = ["kind", "model", "objective", "variant"]
@@ -45,7 +46,7 @@ def run_study(outputs: Path, threads: int) -> None:
     "`baldro study` into `outputs` with `threads` threads per run and as many runs at once as the cores hold (never more threads than cores:"
     " 2 runs x 2 threads on 2 cores made a finetune 4 x slower)."
     env = {**os.environ, "BALDRO_OUTPUTS": str(outputs)}
-    jobs = max(1, (os.cpu_count() or 1) // threads)
+    jobs = default_jobs(threads)
     print(f"running the study with {threads} thread(s) per run, {jobs} run(s) at once, into {outputs} ...", flush=True)
     subprocess.run([sys.executable, "-c", "import sys; from baldro_nb.cli import main; sys.exit(main(sys.argv[1:]))",
                     "study", "--threads", str(threads), "--jobs", str(jobs)], env=env, check=True)
