@@ -300,7 +300,13 @@ def paired_comparisons(ep: pd.DataFrame, base: str = BASE_VARIANT, **boot) -> pd
         for v in sorted(v for v in set(g.variant) - {base} if FORGET_ONLY not in str(v)):   # forget-only: the control's arm, not a method
             t = _keyed(g[g.variant == v])
             seeds = sorted(set(b.index) & set(t.index))
-            r = {"model": m, "objective": o, "variant": v, "n_seeds": len(seeds), "model pairs": len({p for p, _ in seeds})}
+            # a model pair where every run's primary endpoint is step 0 (both arms the target) compared nothing: left
+            # out, unless no pair compared anything (then the comparison is "not measured")
+            gone = [p for p in sorted({p for p, _ in seeds}) if _all_at_step0(b, t, [k for k in seeds if k[0] == p])]
+            if gone and len(gone) < len({p for p, _ in seeds}): seeds = [k for k in seeds if k[0] not in gone]
+            else: gone = []
+            r = {"model": m, "objective": o, "variant": v, "n_seeds": len(seeds), "model pairs": len({p for p, _ in seeds}),
+                 "unmeasured pairs": gone}
             for col, (name, hib) in PAIRED_ENDPOINTS.items():
                 if col not in g: continue
                 d = pd.to_numeric(t.loc[seeds, col], errors="coerce") - pd.to_numeric(b.loc[seeds, col], errors="coerce")
@@ -370,6 +376,9 @@ def _pair_line(r) -> str:
     if v == NOT_MEASURED:
         return (s + ": in every pair both runs' primary endpoint is step 0, the target itself (no later point kept "
                 f"model utility at the bar), so it compares nothing; see the FQ peaks and trajectories ({_n(r)})")
+    if r.get("unmeasured pairs"):
+        s += (f" (model pair {', '.join(map(str, r['unmeasured pairs']))} not measured: every run's primary endpoint there is step 0; "
+              "judged on the other pair's seeds, split in halves)")
     if v == IDENTICAL: s += ": the two runs' primary endpoints are equal in every pair"
     elif "Δ log10 FQ" in r and np.isfinite(r["Δ log10 FQ"]):
         s += f": Δ log10 FQ {_ci(r, 'Δ log10 FQ')}"
