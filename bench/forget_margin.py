@@ -13,7 +13,7 @@ forget01 in
 A target far below 0 in the trained phrasing but near 0 in the paraphrased one has learnt the facts but carries them
 only partly to a phrasing it never saw.
 
-    python bench/forget_margin.py [tiny-llama tiny-qwen3 tiny-mistral]   # builds missing tiny models (~1-2 min each)
+    python bench/forget_margin.py [tiny-llama tiny-qwen3:1 ...]   # model[:pair]; builds missing tiny models (~1-2 min each)
 """
 import re, sys
 
@@ -53,9 +53,9 @@ def avg_loss(model, tok, template, question: str, answer: str) -> float:
     return torch.nn.functional.cross_entropy(logits, lab[0, 1:], ignore_index=-100).item()
 
 
-def log10_ratios(model_name: str, stage: str, rows) -> tuple[np.ndarray, np.ndarray]:
+def log10_ratios(model_name: str, stage: str, rows, pair: int = 0) -> tuple[np.ndarray, np.ndarray]:
     spec = get_spec(model_name)
-    d = ensure_tiny_finetuned(model_name, stage, source=STUDY_SOURCE)
+    d = ensure_tiny_finetuned(model_name, stage, pair, source=STUDY_SOURCE)
     model, tok = load_model(d).eval(), load_tokenizer(d, spec)
     para, trained = [], []
     for r in rows:
@@ -71,7 +71,8 @@ if __name__ == "__main__":
     rows = list(load_tofu("forget01_perturbed", STUDY_SOURCE))
     print(f"forget01_perturbed of {STUDY_SOURCE}: {len(rows)} rows; mean log10 P(pert)/P(true) (share of rows > 0)")
     print(f"{'model':14s} {'stage':9s} {'paraphrased phrasing':>22s} {'trained phrasing':>18s}")
-    for m in sys.argv[1:] or ["tiny-llama"]:
+    for arg in sys.argv[1:] or ["tiny-llama"]:
+        m, _, k = arg.partition(":")   # model[:pair]
         for st in ("full", "retain99"):
-            p, t = log10_ratios(m, st, rows)
-            print(f"{m:14s} {st:9s} {p.mean():+14.3f} ({(p > 0).mean():4.0%}) {t.mean():+10.3f} ({(t > 0).mean():4.0%})")
+            p, t = log10_ratios(m, st, rows, int(k or 0))
+            print(f"{arg:14s} {st:9s} {p.mean():+14.3f} ({(p > 0).mean():4.0%}) {t.mean():+10.3f} ({(t > 0).mean():4.0%})")
