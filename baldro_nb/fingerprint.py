@@ -108,12 +108,13 @@ def check_retain_identity(log_path, override: bool = False, **expected) -> str:
                       "or set retain_log_check: false to use this one anyway (the run records that).")
 
 # %% ../nbs/19_fingerprint.ipynb #f19a0010
+_PAIR_SUFFIXES = ("", "_seed[0-9]", "_seed[0-9][0-9]")   # model pair 0, 1-9, 10-99 (not the caches' `_seed1_<source>` folders)
 MANIFEST_STAGES = (   # (stage, glob under the outputs folder, digest), in pipeline order
     ("data", f"{DATA_DIR}/*/*", sha256_file),
     ("tokenizer", f"{MODELS_DIR}/*/base/tokenizer.json", sha256_file),
     ("initial weights", f"{MODELS_DIR}/*/base/model.safetensors", sha256_file),
-    ("initial weights", f"{MODELS_DIR}/*/base_seed[0-9]/model.safetensors", sha256_file),   # model pair k >= 1
-    *((f"{s} weights", f"{MODELS_DIR}/*/{s}{k}/model.safetensors", sha256_file) for s in STAGES for k in ("", "_seed[0-9]")),
+    *(("initial weights", f"{MODELS_DIR}/*/base{k}/model.safetensors", sha256_file) for k in _PAIR_SUFFIXES[1:]),   # model pair k >= 1
+    *((f"{s} weights", f"{MODELS_DIR}/*/{s}{k}/model.safetensors", sha256_file) for s in STAGES for k in _PAIR_SUFFIXES),
     ("retain log", f"{RETAIN_LOGS_DIR}/*/TOFU_EVAL.json", json_digest),
     ("calibration", f"{RUNS_DIR}/miniature__*/{MINI_CALIBRATION}", json_digest),
     ("endpoints", f"{RUNS_DIR}/miniature__*/{MINI_ENDPOINTS}", csv_digest),

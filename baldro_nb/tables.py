@@ -347,12 +347,14 @@ def positive_control(ep: pd.DataFrame, model: str | None = None, objective: str 
                      worse: str = CONTROL["worse"], col: str = CONTROL["col"], **boot) -> dict:
     "Paired (by model pair and seed) difference of `col` between two variants of `objective`: pooled, discovery, replication, per-seed values, verdict."
     e = ep[ep.objective == objective] if len(ep) and "objective" in ep else ep.iloc[:0]
+    if model is None and len(e):   # one model's seeds only (two models' seed k are not a pair): the first with both arms
+        model = next((m for m in sorted(e.model.unique()) if {better, worse} <= set(e[e.model == m].variant)), None)
     if model is not None and len(e): e = e[e.model == model]
     nan3 = (np.nan, np.nan, np.nan)
     out = dict(model=model, objective=objective, better=better, worse=worse, endpoint=col, n_seeds=0, model_pairs=0, mean=np.nan,
                lo=np.nan, hi=np.nan, discovery=nan3, replication=nan3, verdict=None, reproduced=None, values=pd.DataFrame())
     if not len(e) or col not in e: return out
-    b, w = (_keyed(e[e.variant == v].drop_duplicates(["model", "pair", "seed"] if "pair" in e else ["model", "seed"])) for v in (better, worse))
+    b, w = (_keyed(e[e.variant == v]) for v in (better, worse))
     keys = sorted(set(b.index) & set(w.index))
     if not keys: return out
     vb, vw = pd.to_numeric(b.loc[keys, col], errors="coerce"), pd.to_numeric(w.loc[keys, col], errors="coerce")

@@ -56,6 +56,8 @@ def run_rel(run_id: str) -> str: return f"{RUNS_DIR}/{run_id}"
 # %% ../nbs/01_vocab.ipynb #5e1d0c01
 def pair_seeds(pair: int, seeds) -> list[int]:
     "The unlearning seeds of model pair `pair`: `seeds` shifted by 1000 × pair, so that no two pairs share a seed."
+    check(all(0 <= int(s) < 1000 for s in seeds), f"seeds {list(seeds)} must lie in 0..999: pair k's seeds are 1000 k + seed.",
+          "use seeds below 1000 (each model pair gets its own thousand).")
     return [1000 * int(pair) + int(s) for s in seeds]
 
 # %% ../nbs/01_vocab.ipynb #15ec8cac
