@@ -30,13 +30,21 @@ def eval_schedule(n_steps: int, fq_points: int = 10, mu_points: int = 4) -> tupl
     return fq, mu
 
 # %% ../nbs/18_miniature.ipynb #38cfeddf
-def pick_lr(reached: dict) -> tuple[float, str]:
-    "The calibrated rate from {lr: step at which the plain run reached the retain model's forget probability, or None}: the smallest that reached; else the largest tried."
+def pick_lr(reached: dict, kept: dict | None = None) -> tuple[float, str]:
+    """The calibrated rate, going up the rates tried: {lr: step at which the plain run reached the retain model's forget
+    probability, or None} and {lr: whether model utility was still >= mu_keep x the target's at the end of that run,
+    trained as long as the objective's runs will be (`run_length`)} (all kept when `kept` is None). The first rate that reached with utility kept; a rate that lost utility ends the
+    ladder and the rate below it is taken (the lowest, if it is the first); none reached, all kept: the largest."""
     check(len(reached) > 0, "no learning rate was tried.", "give lr_grid at least one value.")
-    ok = sorted(lr for lr, s in reached.items() if s is not None)
-    if ok: return ok[0], f"smallest rate of {sorted(reached)} that reached the retain model's forget probability (step {reached[ok[0]]})"
-    lr = max(reached)
-    return lr, f"none of {sorted(reached)} reached the retain model's forget probability within the cap: the largest"
+    kept = {lr: True for lr in reached} if kept is None else kept
+    lrs = sorted(reached)
+    for i, lr in enumerate(lrs):
+        if not kept[lr]:
+            if i == 0: return lr, f"the lowest rate of {lrs} already lost model utility: kept, the objective cannot go lower in this grid"
+            return lrs[i-1], f"rate {lr:g} lost model utility before it reached the retain model's forget probability: the rate below it"
+        if reached[lr] is not None:
+            return lr, f"smallest rate of {lrs} that reached the retain model's forget probability (step {reached[lr]}) with model utility kept"
+    return lrs[-1], f"none of {lrs} reached the retain model's forget probability within the cap, all kept model utility: the largest"
 
 def run_length(forgotten_step, max_steps: int, overshoot: float = 1.5, min_steps: int = 10) -> int:
     "Steps every run of the objective takes: `overshoot` × the calibration run's forgetting step, within [min_steps, max_steps]; `max_steps` when it never forgot."
@@ -114,13 +122,17 @@ class StopAt(TrainerCallback):
         if state.global_step >= self.n: control.should_training_stop = True
 
 class CalibrationCallback(TrainerCallback):
-    "Stop at the first optimizer step whose forget `Q_A_Prob` (checked every `every` steps) is at or below `retain_prob`."
-    def __init__(self, answer_prob, retain_prob: float, every: int = 1):
-        self.answer_prob, self.retain_prob, self.every, self.reached, self.trace = answer_prob, retain_prob, every, None, []
+    """Watch the forget `Q_A_Prob` (every `every` steps) until it is at or below `retain_prob`; from that step `s` on,
+    train on to step `then(s)` (the run length the objective's runs will get; default: stop at once)."""
+    def __init__(self, answer_prob, retain_prob: float, every: int = 1, then=None):
+        self.answer_prob, self.retain_prob, self.every, self.then = answer_prob, retain_prob, every, then or (lambda s: s)
+        self.reached, self.stop_at, self.last, self.trace = None, None, 0, []
     def on_step_end(self, args, state, control, model=None, **kw):
-        if state.global_step % self.every: return
-        p = self.answer_prob(model); self.trace.append((state.global_step, p))
-        if p <= self.retain_prob: self.reached = state.global_step; control.should_training_stop = True
+        self.last = state.global_step
+        if self.reached is None and state.global_step % self.every == 0:
+            p = self.answer_prob(model); self.trace.append((state.global_step, p))
+            if p <= self.retain_prob: self.reached = state.global_step; self.stop_at = self.then(self.reached)
+        if self.stop_at is not None and state.global_step >= self.stop_at: control.should_training_stop = True
 
 # %% ../nbs/18_miniature.ipynb #fec68f83
 def endpoints(records: list[dict], target_mu: float, mu_keep: float = 0.95, stop_reason: str = "length",
@@ -187,23 +199,27 @@ class Cell:
         return tr
 
     def calibrate(self, lr_grid, seed: int = 0, every: int = 1, beta_dv_rule: str = "spread") -> dict:
-        "The learning rate (smallest of `lr_grid` reaching the retain forget probability), the run length and β_dv (rule 'spread', or 'preset')."
-        f = self.out/"calibration.json"
+        "The learning rate (`pick_lr`: up `lr_grid` until a plain run reaches the retain forget probability with utility kept), the run length and β_dv (rule 'spread', or 'preset')."
+        f, grid = self.out/"calibration.json", sorted(map(float, lr_grid))
         if f.exists():
             c = read_json(f)
-            if c.get("lr_grid") == sorted(map(float, lr_grid)) and c.get("beta_dv_rule") == beta_dv_rule:
+            if (c.get("lr_grid"), c.get("beta_dv_rule"), c.get("mu_keep")) == (grid, beta_dv_rule, self.mu_keep):
                 self.calibration = c; self.lr, self.n_steps, self.beta_dv = c["lr"], c["n_steps"], c["beta_dv"]; return c
-        ap, reached, traces, logs = AnswerProb(self.tok, self.tpl, self.source, self.split, self.ebs), {}, {}, {}
-        for lr in sorted(map(float, lr_grid)):
-            cb = CalibrationCallback(ap, self.retain_prob, every)
+        ap, reached, kept, mus, ends, traces, logs = AnswerProb(self.tok, self.tpl, self.source, self.split, self.ebs), {}, {}, {}, {}, {}, {}
+        length = lambda s: run_length(s, self.max_steps, self.overshoot, self.fq_points)
+        for lr in grid:
+            cb = CalibrationCallback(ap, self.retain_prob, every, then=length)
             tr = self._train(self.method(), self.out/"calibration"/f"lr{lr:g}", lr, self.max_steps, seed, [cb])
-            reached[lr], traces[lr], logs[lr] = cb.reached, cb.trace, tr.step_log
-            if cb.reached is not None: break
-        self.lr, why = pick_lr(reached)
+            reached[lr], traces[lr], logs[lr], ends[lr] = cb.reached, cb.trace, tr.step_log, cb.last
+            mus[lr] = self.utility(self.m); kept[lr] = mus[lr] >= self.mu_keep * self.target_mu   # where its runs would end
+            if cb.reached is not None or not kept[lr]: break
+        self.lr, why = pick_lr(reached, kept)
         self.n_steps = run_length(reached[self.lr], self.max_steps, self.overshoot, self.fq_points)
-        spread = calibrate_beta_dv([l["per_sample_loss"] for l in logs[self.lr]])
+        upto = reached[self.lr] or self.max_steps    # β_dv from the steps up to the forgetting step, as before the run went on
+        spread = calibrate_beta_dv([l["per_sample_loss"] for l in logs[self.lr] if l["step"] <= upto])
         self.beta_dv = spread if beta_dv_rule == "spread" else None
-        self.calibration = {"lr_grid": sorted(map(float, lr_grid)), "lr": self.lr, "lr_rule": why, "reached": {str(k): v for k, v in reached.items()},
+        self.calibration = {"lr_grid": grid, "lr": self.lr, "lr_rule": why, "reached": {str(k): v for k, v in reached.items()},
+            "mu_keep": self.mu_keep, "end_step": {str(k): v for k, v in ends.items()}, "mu_at_end": {str(k): v for k, v in mus.items()}, "kept": {str(k): v for k, v in kept.items()},
             "n_steps": self.n_steps, "run_length_rule": f"{self.overshoot} x step reached, within [{self.fq_points}, {self.max_steps}]",
             "beta_dv_rule": beta_dv_rule, "beta_dv": self.beta_dv, "loss_spread": spread, "retain_forget_prob": self.retain_prob,
             "target_mu": self.target_mu, "trace": {str(k): v for k, v in traces.items()}}

@@ -29,7 +29,7 @@ def cell(tmp_path_factory):
     log = make_retain_reference(load_model(str(rdir)), load_tokenizer(str(rdir)), get_spec("tiny-llama").template, d/"retain",
                                 source=eval_source("forget01", STUDY_SOURCE, 8), forget_split="forget01", max_new_tokens=8, batch_size=64)
     params = dict(model="tiny-llama", objective="NPO", variants=[{"reweighting": "mean"}, {"reweighting": "dv", "direction": "softmin"}],
-                  seeds=[0, 1], lr_grid=[1e-5, 3e-3], max_steps=12, fq_points=4, mu_points=2, eval_rows=8, max_new_tokens=8,
+                  seeds=[0, 1], lr_grid=[1e-5, 3e-3], max_steps=12, fq_points=4, mu_points=2, mu_keep=0.8, eval_rows=8, max_new_tokens=8,
                   data_source=STUDY_SOURCE, target_dir=str(target), retain_log=str(log), out_dir=str(d/"out"))
     pm.execute_notebook(str(NB), str(d/"run.ipynb"), parameters=params, cwd=str(ROOT/"nbs"), kernel_name="python3", progress_bar=False)
     return d/"out", params, log
@@ -39,11 +39,23 @@ def test_calibration_follows_the_stated_rules(cell):
     out, p, log = cell
     cal = read_json(out/"calibration.json")
     retain_prob = read_json(log)["forget_Q_A_Prob"]["agg_value"]
-    # the learning rate: the first rate (ascending) whose answer-probability trace reached the retain model's
-    reached = [lr for lr in sorted(p["lr_grid"]) if str(lr) in cal["trace"] and min(x[1] for x in cal["trace"][str(lr)]) <= retain_prob]
-    assert cal["lr"] == (reached[0] if reached else max(p["lr_grid"])), cal
+    # the learning rate, the rule written out again: going up the grid, a rate that lost model utility (< mu_keep x the
+    # target's at the end of its run, which lasts the run length the rate implies) ends the ladder with the rate below it; the first that reached the retain model's
+    # forget probability (from its answer-probability trace) with utility kept is taken; else the largest
+    expect, bar = None, p["mu_keep"] * cal["target_mu"]
+    for i, lr in enumerate(sorted(p["lr_grid"])):
+        assert str(lr) in cal["trace"], (lr, cal)   # the ladder stopped here at the latest
+        if cal["mu_at_end"][str(lr)] < bar: expect = sorted(p["lr_grid"])[max(i - 1, 0)]; break
+        if min(x[1] for x in cal["trace"][str(lr)]) <= retain_prob: expect = lr; break
+    assert cal["lr"] == (expect if expect is not None else max(p["lr_grid"])), cal
+    assert len(cal["trace"]) == i + 1, cal          # no rate above the one that ended the ladder was tried
+    for lr, st in cal["reached"].items():           # each calibration run ended where the runs of its rate would
+        assert cal["end_step"][lr] == (p["max_steps"] if st is None else min(p["max_steps"], max(p["fq_points"], int(np.ceil(1.5 * st))))), cal
     # beta_dv: median over the calibration run's micro-batches of the sd of its per-sample losses (from its steps.jsonl)
+    # up to the step it reached the retain model's forget probability (the run goes on to its run length after it)
+    upto = cal["reached"][str(float(cal["lr"]))] or p["max_steps"]
     steps = [json.loads(l) for l in (out/"calibration"/f"lr{cal['lr']:g}"/"steps.jsonl").read_text().splitlines() if l.strip()]
+    steps = [s for s in steps if s["step"] <= upto]
     assert abs(cal["beta_dv"] - max(1e-4, float(np.median([np.std(s["per_sample_loss"]) for s in steps])))) < 1e-12
     # run length: 1.5 x the step it reached, within [fq_points, max_steps]
     st = cal["reached"][str(float(cal["lr"]))]
