@@ -44,3 +44,14 @@ def test_readme_has_exactly_two_setup_commands():
     lines = [l for c in cmds for l in c.strip().splitlines() if l.strip() and not l.strip().startswith("#")]
     assert len(lines) == 2, lines
     assert "tools/test.sh" in lines[1] and "tools/test.sh" in (ROOT/".ci/run").read_text()
+
+
+def test_papermill_sees_every_parameter_of_every_experiment_notebook():
+    "papermill drops a parameter whose comment it cannot parse (one with `>=` or `=`): the runner then refuses the parameter."
+    import ast, json
+    from papermill import inspect_notebook
+    for nb in sorted((ROOT/"nbs/experiments").glob("*.ipynb")):
+        cell = next(c for c in json.loads(nb.read_text())["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+        assigned = {t.id for n in ast.parse("".join(cell["source"])).body if isinstance(n, ast.Assign) for t in n.targets
+                    if isinstance(t, ast.Name)}
+        assert set(inspect_notebook(str(nb))) == assigned, (nb.name, assigned ^ set(inspect_notebook(str(nb))))
