@@ -34,7 +34,9 @@ start=$(date +%s)
 if nbdev_test --n_workers 2 --timing 2>&1 | tee /tmp/nbdev_test.log; then nb_failed=0
 else nb_failed=$(grep -cE '^\s+\S+\.ipynb$' /tmp/nbdev_test.log || true); [ "$nb_failed" -gt 0 ] || nb_failed=1; fi
 echo "nbdev_test: $((nb_total - nb_failed)) notebooks passed, $nb_failed failed in $(( $(date +%s) - start )) s"
-python -m pytest tests -q -p no:cacheprovider 2>&1 | tee /tmp/pytest.log
+# two workers (pytest-xdist; the tests' processes run one thread each): tests/conftest.py builds the shared tiny
+# models one per worker; worksteal hands a finished worker the queued tests of a busy one
+python -m pytest tests -q -p no:cacheprovider -n "${BALDRO_TEST_WORKERS:-2}" --dist worksteal --durations=15 2>&1 | tee /tmp/pytest.log
 last=$(grep -E '(passed|failed|error|no tests ran)' /tmp/pytest.log | tail -1)
 py_passed=$(echo "$last" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 py_failed=$(echo "$last" | grep -oE '[0-9]+ (failed|errors?)' | awk '{s+=$1} END {print s+0}')
