@@ -1,15 +1,28 @@
 #!/usr/bin/env bash
-# One-shot GPU check, run from the repository root on the lent GPU machine (no network), with the carried ignored
-# folders .whl (py3.12 wheels of our pinned transformers 4.57.6, huggingface_hub 0.36.2, tokenizers 0.22.2, datasets,
-# dill, multiprocess, rouge-score, nltk, defusedxml, fsspec, peft) and .gpudata (outputs/ copy: TOFU-mini 40 authors,
-# the finetuned tiny-llama target, its retain log; reference.json = the study's stored CPU results).
-#   run: command "bash bench/gpu_check.sh", carry [".whl", ".gpudata"], timeout_s 540 (the script stops itself by ~470 s)
-# Writes $OUT/gpu_check.log, $OUT/smoke_1b.json, $OUT/reweighting_matrix.json, $OUT/gpu_e2e.json, $OUT/smoke_8b.json. Without CUDA (a local
-# simulation) it runs the CPU configurations instead (tiny smoke, e2e on CPU) and skips the 8B smoke.
+# The GPU check: does the real study's code run on this machine's GPU? Run from the repository root, offline; it
+# stops itself (GPU_CHECK_BUDGET_S, default 420 s after the wheel install; every step has its own cap as well).
+# It checks, one step after another (a failed or timed-out step is logged and the next one runs):
+#   1. the machine and the versions actually imported: nvidia-smi; the pinned transformers 4.57.6, huggingface_hub
+#      0.36.2 and tokenizers 0.22.x (installed from .whl into /tmp/site) shadow the image's; every baldro_nb module
+#      imports;
+#   2. smoke_1b: bench/gpu_smoke.py on a random Llama-3.2-1B-sized model in bf16 (NPO + retain term, cached and live
+#      reference, one evaluation batch): step time, tokens/s, peak memory;
+#   3. reweighting_matrix: bench/reweighting_matrix.py, every variant (full, LoRA, LoRA on a 4-bit base) x objective x
+#      reweighting cell in bf16: finite losses and gradients, weights on the device, step time, peak memory;
+#   4. tiny_e2e: bench/gpu_tiny_e2e.py, the tiny study's evaluation and unlearning (NPO, BalDRO-DV+NPO) on the GPU
+#      against the same on the CPU (and the study's stored CPU runs where reference.json holds them), from .gpudata
+#      (the finetuned tiny-llama target, its retain log, TOFU-mini, reference.json);
+#   5. smoke_8b: bench/gpu_smoke.py on a random Llama-3.1-8B-sized model (batch 2, gradient checkpointing): does it fit.
+# Needs the ignored folders .whl (wheels) and .gpudata that bench/prepare_gpu_check.sh builds.
+# Writes under $OUT (default /tmp/gpu_check_out): gpu_check.log (every step's command, output, rc and seconds, then a
+# "steps (rc): NAME=rc ..." line and "GPU CHECK DONE"), smoke_1b.json, reweighting_matrix.json, gpu_e2e.json,
+# smoke_8b.json. Without CUDA (a local simulation) it runs the CPU configurations instead (the tiny smoke into
+# smoke_1b.json, the e2e on CPU for BalDRO-DV+NPO) and skips the matrix and the 8B smoke. Exit status 1 only when the
+# wheels do not install; otherwise 0 (the log's "steps (rc)" line says which steps failed).
 # Dry mode (`GPU_CHECK_DRY=1 bash bench/gpu_check.sh` or `bash bench/gpu_check.sh --dry`; tests/test_gpu_check_dry.py):
 # no wheel install, no nvidia-smi, no .gpudata; the versions step, the whole method matrix (every variant x objective x
-# cell, bf16 on CPU, tiny model, 1 step) and the tiny smoke on CPU, with the same step/log/status code; exit 1 if a
-# step failed. Set PYTHON to choose the interpreter (default python3).
+# cell, bf16 on CPU, tiny model, 1 step) and the tiny smoke on CPU, with the same step/log/status code, $OUT default
+# /tmp/gpu_check_dry; exit 1 if a step failed. Set PYTHON to choose the interpreter (default python3).
 DRY=${GPU_CHECK_DRY:-0}; [ "${1:-}" = "--dry" ] && DRY=1
 PY=${PYTHON:-python3}
 if [ "$DRY" = "1" ]; then

@@ -4,7 +4,7 @@
 # releases (torch==2.13.0 first, as tools/install.sh does), `pip freeze` records the result, and uv adds the sha256 of
 # every file of each pinned release from the package index, so pip installs them in hash-checking mode.
 # When: after changing settings.ini's requirements, or to move to newer releases on purpose. Then run the main job
-# from a fresh clone and publish its manifest (README, "Bit for bit"): new releases may change results.
+# from a fresh clone and publish its manifest (CONTRIBUTING.md, "Bit for bit"): new releases may change results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
