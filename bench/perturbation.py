@@ -5,6 +5,9 @@
         # runs `baldro study` twice, into DIR/outputs_threads1 and DIR/outputs_threads2 (default DIR: bench/results/),
         # with 1 and then 2 threads per run: another order of floating-point sums in every matmul and reduction,
         # so other tiny models, other trajectories; then compares them.
+    python bench/perturbation.py --run --perturb native [--root DIR]
+        # the second study (DIR/outputs_native) lifts the AVX2 caps (`--native-arithmetic`, 1 thread per run): the
+        # CPU's widest kernels (AVX-512 where it has them), i.e. the arithmetic another CPU would bring.
 
 Prints both answer lists side by side (verdict word, pooled estimate [interval]) and the comparisons whose verdict
 word differs. Exit status: 0 when every verdict word is the same, 1 when some flip, 2 when an answers.csv is missing.
@@ -42,14 +45,16 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, names=("A", "B")) -> pd.DataFrame:
     return m
 
 
-def run_study(outputs: Path, threads: int) -> None:
+def run_study(outputs: Path, threads: int, native: bool = False) -> None:
     "`baldro study` into `outputs` with `threads` threads per run and as many runs at once as the cores hold (never more threads than cores:"
-    " 2 runs x 2 threads on 2 cores made a finetune 4 x slower)."
+    " 2 runs x 2 threads on 2 cores made a finetune 4 x slower); `native`: without the AVX2 caps."
     env = {**os.environ, "BALDRO_OUTPUTS": str(outputs)}
     jobs = default_jobs(threads)
-    print(f"running the study with {threads} thread(s) per run, {jobs} run(s) at once, into {outputs} ...", flush=True)
+    print(f"running the study with {threads} thread(s) per run, {jobs} run(s) at once, {'native' if native else 'AVX2-capped'} "
+          f"arithmetic, into {outputs} ...", flush=True)
     subprocess.run([sys.executable, "-c", "import sys; from baldro_nb.cli import main; sys.exit(main(sys.argv[1:]))",
-                    "study", "--threads", str(threads), "--jobs", str(jobs)], env=env, check=True)
+                    "study", "--threads", str(threads), "--jobs", str(jobs), *(["--native-arithmetic"] if native else [])],
+                   env=env, check=True)
 
 
 def main(argv=None) -> int:
@@ -57,12 +62,18 @@ def main(argv=None) -> int:
     ap.add_argument("outputs", nargs="*", help="two outputs folders (or answers.csv files) to compare")
     ap.add_argument("--run", action="store_true", help="run the study twice first (see --threads)")
     ap.add_argument("--threads", type=int, nargs=2, default=(1, 2), help="threads per run of the two studies (default 1 2)")
+    ap.add_argument("--perturb", choices=("threads", "native"), default="threads",
+                    help="the second study of --run: the second --threads value, or 1 thread without the AVX2 caps")
     ap.add_argument("--root", default=str(Path(__file__).parent/"results"), help="where --run puts the two outputs folders")
     a = ap.parse_args(argv)
     if a.run:
-        outs = [Path(a.root)/f"outputs_threads{t}" for t in a.threads]
-        for o, t in zip(outs, a.threads): run_study(o, t)
-        names = tuple(f"{t} thread{'s' * (t > 1)}" for t in a.threads)
+        if a.perturb == "native":
+            outs, names = [Path(a.root)/"outputs_threads1", Path(a.root)/"outputs_native"], ("AVX2 caps", "native")
+            run_study(outs[0], 1); run_study(outs[1], 1, native=True)
+        else:
+            outs = [Path(a.root)/f"outputs_threads{t}" for t in a.threads]
+            for o, t in zip(outs, a.threads): run_study(o, t)
+            names = tuple(f"{t} thread{'s' * (t > 1)}" for t in a.threads)
     else:
         if len(a.outputs) != 2: ap.error("give two outputs folders, or --run")
         outs, names = [Path(o) for o in a.outputs], ("A", "B")
