@@ -16,15 +16,15 @@ from .vocab import (RESULT_COLUMNS, NUMERIC_COLUMNS, VARIANT_LABELS, BASE_VARIAN
 from .grid import load_runs
 
 # %% auto #0
-__all__ = ['BASE', 'DV', 'GROUP', 'VARIANTS', 'GAIN', 'LOSS', 'NO_DIFF', 'FEW_PAIRS', 'NOT_MEASURED', 'IDENTICAL',
-           'NOT_REPLICATED', 'DETECT_FACTOR', 'PAIRED_ENDPOINTS', 'CONTROL', 'ANSWER_COLUMNS', 'AUDIT', 'load_results',
-           'row_role', 'variant_of', 'annotate', 'main_runs', 'epoch_summaries', 'per_sample_probs', 'read_steps',
-           'gib_column', 'method_table', 'compare_variants', 'bootstrap_ci', 'detectable_effect', 'interval_verdict',
-           'hierarchical_ci', 'split_halves', 'replication_verdict', 'replicated_difference', 'endpoints_from_results',
-           'paired_comparisons', 'pair_table', 'positive_control', 'answers_markdown', 'study_answers', 'answers_table',
-           'load_miniature', 'regime_table', 'tiny_models_table', 'expected_run_ids', 'missing_runs',
-           'missing_markdown', 'reference_points', 'epoch_table', 'weight_config', 'weights_table', 'asynchrony_table',
-           'audit_pairs', 'audit_table', 'reproduce_commands']
+__all__ = ['DV_LABEL', 'GROUP_LABEL', 'VARIANTS', 'BASE', 'DV', 'GROUP', 'GAIN', 'LOSS', 'NO_DIFF', 'FEW_PAIRS', 'NOT_MEASURED',
+           'IDENTICAL', 'NOT_REPLICATED', 'DETECT_FACTOR', 'PAIRED_ENDPOINTS', 'CONTROL', 'ANSWER_COLUMNS', 'AUDIT',
+           'load_results', 'row_role', 'variant_of', 'annotate', 'main_runs', 'epoch_summaries', 'per_sample_probs',
+           'read_steps', 'gib_column', 'method_table', 'compare_variants', 'bootstrap_ci', 'detectable_effect',
+           'interval_verdict', 'hierarchical_ci', 'split_halves', 'replication_verdict', 'replicated_difference',
+           'endpoints_from_results', 'paired_comparisons', 'pair_table', 'positive_control', 'answers_markdown',
+           'study_answers', 'answers_table', 'load_miniature', 'regime_table', 'tiny_models_table', 'expected_run_ids',
+           'missing_runs', 'missing_markdown', 'reference_points', 'epoch_table', 'weight_config', 'weights_table',
+           'asynchrony_table', 'audit_pairs', 'audit_table', 'reproduce_commands']
 
 # %% ../nbs/15_tables.ipynb #e860d0f8
 def load_results(results_csv) -> pd.DataFrame:
@@ -43,8 +43,9 @@ def load_results(results_csv) -> pd.DataFrame:
     return df.sort_values("run_id", kind="stable").reset_index(drop=True) if len(df) else df
 
 # %% ../nbs/15_tables.ipynb #ceb26eec
-BASE, DV, GROUP = "base", VARIANT_LABELS["dv"], VARIANT_LABELS["group"]   # the base objective has no label in method names
-VARIANTS = (BASE, DV, GROUP)
+DV_LABEL, GROUP_LABEL = VARIANT_LABELS["dv"], VARIANT_LABELS["group"]   # the variant labels (the base's: vocab.BASE_VARIANT)
+VARIANTS = (BASE_VARIANT, DV_LABEL, GROUP_LABEL)
+BASE, DV, GROUP = VARIANTS   # old names, kept only for nbs/16_report.ipynb until it imports the three above (issue 23)
 _RETAIN = {"retain", "retain_eval", "retain_model"}
 _TARGET = {"target", "target_eval", "full", "original", "finetuned"}
 
@@ -63,9 +64,9 @@ def row_role(row) -> str:
 def variant_of(row) -> str:
     "`base`, `BalDRO-DV` or `BalDRO-G` from the `reweighting` column."
     r = _s(row.get("reweighting")).lower()
-    if r in ("dv", DV.lower()): return DV
-    if r in ("group", "g", GROUP.lower()): return GROUP
-    return BASE
+    if r in ("dv", DV_LABEL.lower()): return DV_LABEL
+    if r in ("group", "g", GROUP_LABEL.lower()): return GROUP_LABEL
+    return BASE_VARIANT
 
 # %% ../nbs/15_tables.ipynb #1f30764a
 def _mode(s: pd.Series):
@@ -93,10 +94,10 @@ def main_runs(df: pd.DataFrame) -> pd.DataFrame:
     if not len(u): return u
     compat = _mode(u["compat"])
     if compat is not None: u = u[u["compat"].astype(str) == compat]
-    dv = u.variant == DV
+    dv = u.variant == DV_LABEL
     for col in ("direction", "pool"):
         m = _mode(u.loc[dv, col])
-        if m is not None: dv_ok = u[col].astype(str) == m; u = u[~dv | dv_ok]; dv = u.variant == DV
+        if m is not None: dv_ok = u[col].astype(str) == m; u = u[~dv | dv_ok]; dv = u.variant == DV_LABEL
     return u
 
 # %% ../nbs/15_tables.ipynb #519668e4
@@ -171,10 +172,10 @@ def compare_variants(df: pd.DataFrame) -> pd.DataFrame:
     "One row per (model, objective, BalDRO variant) present with its base: seed means of FQ and MU side by side (descriptive; no verdict)."
     t = method_table(df); rows = []
     for (m, o), g in t.groupby(["model", "objective"], sort=True, observed=True):
-        b = g[g.variant == BASE]
+        b = g[g.variant == BASE_VARIANT]
         if not len(b): continue
         b = b.iloc[0]
-        for _, r in g[g.variant != BASE].iterrows():
+        for _, r in g[g.variant != BASE_VARIANT].iterrows():
             rows.append({"model": m, "objective": o, "variant": str(r.variant), "fq_base": b.fq_mean, "fq_variant": r.fq_mean,
                          "fq_ratio": r.fq_mean/b.fq_mean if b.fq_mean > 0 else np.nan, "mu_base": b.mu_mean,
                          "mu_variant": r.mu_mean, "mu_change": r.mu_mean - b.mu_mean})
@@ -270,7 +271,7 @@ def endpoints_from_results(df: pd.DataFrame) -> pd.DataFrame:
     num = lambda c: pd.to_numeric(a[c], errors="coerce").values if c in a else np.full(len(a), np.nan)
     fq = pd.to_numeric(a.forget_quality, errors="coerce")
     return pd.DataFrame({"model": a.model.values, "objective": a.objective.values, "seed": a.seed.values,
-        "variant": [variant_label({**r, "reweighting": "mean"}) if variant_of(r) == BASE else variant_label(r)
+        "variant": [variant_label({**r, "reweighting": "mean"}) if variant_of(r) == BASE_VARIANT else variant_label(r)
                     for r in a.to_dict("records")], "fq_primary": fq.values,
         "log10_fq_primary": np.log10(fq.clip(lower=1e-300)).values, "ks_d_primary": np.nan,
         "forget_truth_ratio_primary": num("forget_truth_ratio"), "mu_primary": num("model_utility"),
@@ -590,12 +591,12 @@ def epoch_table(df: pd.DataFrame, runs_dir) -> pd.DataFrame:
 def weight_config(r) -> str:
     "A label for a reweighted run's weighting: `DV softmin/batch`, `G`, ..."
     v = variant_of(r)
-    if v == GROUP: return "BalDRO-G"
+    if v == GROUP_LABEL: return "BalDRO-G"
     return f"BalDRO-DV {_s(r.get('direction')) or '?'}/{_s(r.get('pool')) or '?'}"
 
 def weights_table(df: pd.DataFrame, runs_dir) -> pd.DataFrame:
     "Step-level weight statistics of every reweighted unlearning run (long format)."
-    a = annotate(df); a = _ok(a[(a.role == "unlearn") & (a.variant != BASE)]); rows = []
+    a = annotate(df); a = _ok(a[(a.role == "unlearn") & (a.variant != BASE_VARIANT)]); rows = []
     for r in a.to_dict("records"):
         s = read_steps(runs_dir, r["run_id"])
         if not len(s) or "step" not in s: continue

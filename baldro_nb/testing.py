@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 
 from .core import atomic_write, write_json, write_yaml, stable_hash
-from .vocab import RESULT_COLUMNS, MODEL_UTILITY_KEYS, method_label
+from .vocab import RESULT_COLUMNS, MODEL_UTILITY_KEYS, BASE_VARIANT, method_label
 from .reweighting import weight_stats
-from .tables import BASE, DV, GROUP, variant_of
+from .tables import DV_LABEL, GROUP_LABEL, variant_of
 
 # %% auto #0
 __all__ = ['FIXTURE_GRID', 'make_fixture_nb', 'make_fixture_project', 'synthetic_runs', 'make_synthetic_study',
@@ -82,7 +82,7 @@ def _summary(ev):
 
 # %% ../nbs/17_testing.ipynb #53f06eae
 _OBJ_SPEED = {"NPO": 1.0, "WGA": 1.3, "TNPO": 0.8, "SimNPO": 0.9}
-_VAR_SPREAD = {BASE: 0.9, DV: 0.45, GROUP: 0.3}
+_VAR_SPREAD = {BASE_VARIANT: 0.9, DV_LABEL: 0.45, GROUP_LABEL: 0.3}
 
 def synthetic_runs(models=("tiny-llama", "tiny-qwen3"), objectives=("NPO", "WGA", "TNPO"), seeds=(0, 1), audit=True):
     "The parameter dicts of the synthetic study (unlearn runs, audit runs, one retain and one target row per model)."
@@ -114,9 +114,9 @@ def _simulate(p, n, epochs, retain_tr):
     from scipy.stats import ks_2samp
     key = (p["model"], p["objective"], p["seed"])
     var = variant_of(p)
-    same_as_base = p["objective"] == "WGA" and var == DV and p["compat"] == "reference"   # DrWGA ≡ WGA
-    if same_as_base: var = BASE
-    tag = (BASE, None, None, "reference") if same_as_base else (var, p.get("direction"), p.get("pool"), p["compat"])
+    same_as_base = p["objective"] == "WGA" and var == DV_LABEL and p["compat"] == "reference"   # DrWGA ≡ WGA
+    if same_as_base: var = BASE_VARIANT
+    tag = (BASE_VARIANT, None, None, "reference") if same_as_base else (var, p.get("direction"), p.get("pool"), p["compat"])
     g = _rng(*key, tag)
     base = _rng(p["model"], "target")
     p0 = np.clip(base.beta(8, 1.5, n), 0.3, 0.99)
@@ -129,8 +129,8 @@ def _simulate(p, n, epochs, retain_tr):
         frac = 1 - np.exp(-k*e)                       # how far each sample moved towards the retain model
         trs = retain_tr*(0.25 + 0.75*frac)*np.exp(g.normal(0, 0.05, n))
         fq = float(ks_2samp(trs, retain_tr).pvalue)
-        mu_parts = {kk: float(np.clip(mu0*(1 - 0.06*e*(1 + 0.5*(var == BASE))) + g.normal(0, 0.01), 0.05, 1)) for kk in MODEL_UTILITY_KEYS}
-        gib = float(np.clip(0.95 - 0.08*e*(1.2 if var == BASE else 0.8) + g.normal(0, 0.01), 0, 1))
+        mu_parts = {kk: float(np.clip(mu0*(1 - 0.06*e*(1 + 0.5*(var == BASE_VARIANT))) + g.normal(0, 0.01), 0.05, 1)) for kk in MODEL_UTILITY_KEYS}
+        gib = float(np.clip(0.95 - 0.08*e*(1.2 if var == BASE_VARIANT else 0.8) + g.normal(0, 0.01), 0, 1))
         out.append((probs, trs, mu_parts, fq, gib))
     return out
 
@@ -143,10 +143,10 @@ def _steps(p, n, epochs, steps_per_epoch=3, B=4, beta=2.0):
             step += 1
             idx = sorted(g.choice(n, B, replace=False).tolist())
             L = (2.0 - 0.25*step + g.normal(0, 0.4 + 0.15*step, B)).round(6)
-            if var == DV:
+            if var == DV_LABEL:
                 z = (L if p.get("direction") == "softmax" else -L)/beta
                 w = np.exp(z - z.max()); w /= w.sum()
-            elif var == GROUP:
+            elif var == GROUP_LABEL:
                 kk = max(1, int(B*0.5)); top = np.argsort(-L, kind="stable")[:kk]
                 w = np.zeros(B); w[top] = 1/kk
             else: w = np.full(B, 1/B)
