@@ -17,7 +17,7 @@ from .vocab import UNITS, DIRECTIONS, POOLS, REWEIGHTING_PARAMS
 _DV = REWEIGHTING_PARAMS["dv"]   # DV's parameters and defaults, as a user writes them
 
 # %% auto #0
-__all__ = ['REWEIGHTINGS', 'Reweighted', 'Mean', 'mean', 'dv_value', 'DV', 'dv', 'Group', 'group', 'take', 'group_select',
+__all__ = ['REWEIGHTING_FNS', 'Reweighted', 'Mean', 'mean', 'dv_value', 'DV', 'dv', 'Group', 'group', 'take', 'group_select',
            'weight_stats', 'make_reweighting']
 
 # %% ../nbs/06_reweighting.ipynb #704d1fce
@@ -186,11 +186,11 @@ def weight_stats(w) -> dict:
     return dict(weight_entropy=float(-(nz * nz.log()).sum()), ess=ess, ess_frac=ess / w.numel(), max_weight=float(w.max()))
 
 # %% ../nbs/06_reweighting.ipynb #2bff008d
-REWEIGHTINGS = {"mean": mean, "dv": dv, "group": group}   # their parameters: vocab.REWEIGHTING_PARAMS
+REWEIGHTING_FNS = {"mean": mean, "dv": dv, "group": group}   # name -> constructor (the names: vocab.REWEIGHTINGS; their parameters: vocab.REWEIGHTING_PARAMS)
 
 def make_reweighting(name: str, **kw):
     "Build a reweighting by name with keyword parameters (unknown names/parameters → `BaldroError`)."
-    check(name in REWEIGHTINGS, f"unknown reweighting {name!r}.", f"use one of {sorted(REWEIGHTINGS)}")
-    fn, ok = REWEIGHTINGS[name], REWEIGHTING_PARAMS[name]; bad = set(kw) - set(ok)
+    check(name in REWEIGHTING_FNS, f"unknown reweighting {name!r}.", f"use one of {sorted(REWEIGHTING_FNS)}")
+    fn, ok = REWEIGHTING_FNS[name], REWEIGHTING_PARAMS[name]; bad = set(kw) - set(ok)
     check(not bad, f"reweighting {name!r} has no parameter(s) {sorted(bad)}.", f"valid: {list(ok)}")
     return fn(**kw)
