@@ -22,10 +22,11 @@ from .metrics import (MIA_K, exact_memorization, extraction_strength, forget_qua
                                token_vocab_stats, truth_ratio, zlib_score)
 
 # %% auto #0
-__all__ = ['MIA_SETS', 'SUMMARY_KEYS', 'EVAL_VERSION', 'Scored', 'score_sequences', 'generate_greedy', 'eval_sets', 'EncodedSet',
-           'encode_eval_set', 'mia_seq_ids', 'mia_scores', 'mia_logs', 'build_logs', 'summarize', 'evaluate_tofu',
-           'write_eval_logs', 'publish_eval_logs', 'read_retain_log', 'load_retain_logs', 'load_retain_auc',
-           'make_retain_reference', 'TofuEvalCallback', 'eval_source', 'epoch0_cache_dir', 'cached_epoch0']
+__all__ = ['MIA_SETS', 'SUMMARY_KEYS', 'load_retain_logs', 'EVAL_VERSION', 'Scored', 'score_sequences', 'generate_greedy',
+           'eval_sets', 'EncodedSet', 'encode_eval_set', 'mia_seq_ids', 'mia_scores', 'mia_logs', 'build_logs',
+           'summarize', 'evaluate_tofu', 'write_eval_logs', 'publish_eval_logs', 'read_retain_log',
+           'retain_truth_ratios', 'load_retain_auc', 'make_retain_reference', 'TofuEvalCallback', 'eval_source',
+           'epoch0_cache_dir', 'cached_epoch0']
 
 # %% ../nbs/10_evaluation.ipynb #11d3f1ab
 @dataclass
@@ -380,7 +381,7 @@ def evaluate_tofu(model, tokenizer, template: Template, source=None, forget_spli
     enc = {s: encode_eval_set(s, names[s], tokenizer, template, source, question_key) for s in sets}
     retain_tr, ref_auc = None, None
     if retain_logs is not None and "forget" in enc:
-        retain_tr = (load_retain_logs(retain_logs, forget_split, len(enc["forget"].rows))
+        retain_tr = (retain_truth_ratios(retain_logs, forget_split, len(enc["forget"].rows))
                      if isinstance(retain_logs, (str, Path)) else np.asarray(retain_logs, dtype=np.float64))
         check(len(retain_tr) == len(enc["forget"].rows), f"retain truth ratios have {len(retain_tr)} values, "
               f"the forget set {len(enc['forget'].rows)}.", f"use the retain model's log of {forget_split}.")
@@ -445,7 +446,7 @@ def read_retain_log(path, forget_split: str | None = None) -> tuple[Path, dict]:
     check(isinstance(logs, dict), f"retain log {str(p)!r} is not a TOFU_EVAL.json object.", hint)
     return p, logs
 
-def load_retain_logs(path, forget_split: str, n_forget: int) -> np.ndarray:
+def retain_truth_ratios(path, forget_split: str, n_forget: int) -> np.ndarray:
     "The retain model's raw forget truth ratios (index order) from its TOFU_EVAL.json, validated."
     p, logs = read_retain_log(path, forget_split)
     hint = _retain_hint(forget_split)
@@ -463,6 +464,8 @@ def load_retain_logs(path, forget_split: str, n_forget: int) -> np.ndarray:
     tr = np.array([vbi[str(i)].get("score", np.nan) if isinstance(vbi[str(i)], dict) else np.nan for i in range(n_forget)], dtype=np.float64)
     check(np.isfinite(tr).all(), f"retain log {str(p)!r} has missing or non-finite forget truth ratios.", hint)
     return tr
+
+load_retain_logs = retain_truth_ratios   # old name, kept only for tests/test_faults_exec.py until it imports retain_truth_ratios (issue 23)
 
 # %% ../nbs/10_evaluation.ipynb #eb10390f
 def load_retain_auc(path, key: str = "mia_min_k") -> float | None:
