@@ -13,11 +13,11 @@ from .execution import run_grid, collect, run_state, list_runs, RunInterrupted
 from .fingerprint import fingerprint_study, verify, published_manifest_path, files_digest
 
 # %% auto #0
-__all__ = ['SHOW', 'REPORT_INPUTS', 'STUDY_PARAMS', 'results_table', 'report_inputs', 'study_report', 'acceptance_from_runs',
-           'acceptance_report', 'default_jobs', 'study', 'main']
+__all__ = ['LIST_COLUMNS', 'REPORT_INPUTS', 'STUDY_PARAMS', 'results_table', 'report_inputs', 'study_report',
+           'acceptance_from_runs', 'acceptance_report', 'default_jobs', 'study', 'main']
 
 # %% ../nbs/14_cli.ipynb #8d4c74a0
-SHOW = ["model", "method", "objective", "seed", "status", "n_runs", "lr", "beta_dv", "forget_quality", "model_utility",
+LIST_COLUMNS = ["model", "method", "objective", "seed", "status", "n_runs", "lr", "beta_dv", "forget_quality", "model_utility",
         "gibberish_rate", "min_ess_frac", "wall_s"]
 
 def results_table(outputs, kind=("unlearn", "miniature")) -> str:
@@ -28,7 +28,7 @@ def results_table(outputs, kind=("unlearn", "miniature")) -> str:
     df = pd.read_csv(f)
     kinds = (kind,) if isinstance(kind, str) else tuple(kind or ())
     df = df[df["kind"].isin(kinds)] if "kind" in df and kinds else df
-    cols = [c for c in SHOW if c in df and df[c].notna().any()]
+    cols = [c for c in LIST_COLUMNS if c in df and df[c].notna().any()]
     with pd.option_context("display.max_rows", 500, "display.width", 200, "display.float_format", "{:.4g}".format):
         return df[cols].to_string(index=False)
 

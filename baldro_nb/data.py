@@ -16,11 +16,11 @@ from .fingerprint import sha256_file
 
 # %% auto #0
 __all__ = ['TOFU_CONFIGS', 'GENERAL_CONFIGS', 'FACT_FIELDS', 'MAX_POOL', 'QA_KINDS', 'N_PHRASING_AUTHORS', 'TOFU_MINI_VERSION',
-           'STUDY_SOURCE', 'IGNORE_INDEX', 'check_config', 'make_pools', 'deal', 'make_authors', 'author_rows',
-           'general_rows', 'n_forget_authors', 'n_retain_perturbed_authors', 'pool_size', 'hub_readme', 'write_jsonl',
-           'tofu_mini_rows', 'make_tofu_mini', 'phrasing_pools', 'phrasing_rows', 'tofu_mini_dir', 'ensure_tofu_mini',
-           'resolve_source', 'config_files', 'load_tofu', 'Template', 'encode_prompt', 'encode_qa', 'QACollator',
-           'QADataset']
+           'STUDY_SOURCE', 'IGNORE_INDEX', 'check_config', 'make_pools', 'shuffled_passes', 'make_authors',
+           'author_rows', 'general_rows', 'n_forget_authors', 'n_retain_perturbed_authors', 'pool_size', 'hub_readme',
+           'write_jsonl', 'tofu_mini_rows', 'make_tofu_mini', 'phrasing_pools', 'phrasing_rows', 'tofu_mini_dir',
+           'ensure_tofu_mini', 'resolve_source', 'config_files', 'load_tofu', 'Template', 'encode_prompt', 'encode_qa',
+           'QACollator', 'QADataset']
 
 # %% ../nbs/02_data.ipynb #3815faf4
 TOFU_CONFIGS = ("full",
@@ -98,15 +98,15 @@ def make_pools(fake, rng: random.Random, size: int = 19) -> dict[str, tuple[str,
         language=rng.sample(_LANGS, K), habit=rng.sample(_HABITS, K))
     return {"gender": ("male", "female"), **{f: tuple(v[:size]) for f, v in pools.items()}}
 
-def deal(pool, n: int, rng: random.Random) -> list:
-    "`n` values dealt from `pool` in shuffled passes: the first `k*len(pool)` hold every value exactly `k` times."
+def shuffled_passes(pool, n: int, rng: random.Random) -> list:
+    "`n` values of `pool` dealt in shuffled passes over it: the first `k*len(pool)` hold every value exactly `k` times."
     out = []
     while len(out) < n: out += rng.sample(list(pool), len(pool))
     return out[:n]
 
 def make_authors(fake, rng: random.Random, pools: dict, n: int, taken=()) -> list[dict]:
     "`n` authors: each fact field dealt from its pool (independently per field), a unique Faker name of the dealt gender."
-    facts = {f: deal(pools[f], n, rng) for f in FACT_FIELDS}
+    facts = {f: shuffled_passes(pools[f], n, rng) for f in FACT_FIELDS}
     names, out = set(taken) | set(pools["influence"]), []
     for i in range(n):
         a = {f: facts[f][i] for f in FACT_FIELDS}

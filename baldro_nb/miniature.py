@@ -18,7 +18,7 @@ from .training import method_from_params, unlearn, steps_summary
 
 # %% auto #0
 __all__ = ['eval_schedule', 'pick_lr', 'run_length', 'calibrate_beta_dv', 'utility_point', 'eval_point', 'AnswerProb',
-           'TrajectoryCallback', 'StopAt', 'CalibrationCallback', 'endpoints', 'Cell']
+           'TrajectoryCallback', 'StopAt', 'CalibrationCallback', 'endpoints', 'MiniatureCell']
 
 # %% ../nbs/18_miniature.ipynb #624b4911
 def eval_schedule(n_steps: int, fq_points: int = 10, mu_points: int = 4) -> tuple[list[int], list[int]]:
@@ -161,7 +161,7 @@ def endpoints(records: list[dict], target_mu: float, mu_keep: float = 0.95, stop
             "stop_reason": stop_reason}
 
 # %% ../nbs/18_miniature.ipynb #1f360ab3
-class Cell:
+class MiniatureCell:
     "Everything one model × objective shares; `calibrate()` then `run(variant, seed)`."
     def __init__(self, model, tokenizer, template, forget_ds, retain_ds, *, objective: str, source, forget_split: str,
                  retain_tr, retain_prob: float, out_dir, compat: str = "corrected", training: str = "fork_fast",

@@ -17,8 +17,8 @@ from .vocab import UNITS, DIRECTIONS, POOLS, REWEIGHTING_PARAMS
 _DV = REWEIGHTING_PARAMS["dv"]   # DV's parameters and defaults, as a user writes them
 
 # %% auto #0
-__all__ = ['REWEIGHTING_FNS', 'Reweighted', 'Mean', 'mean', 'dv_value', 'DV', 'dv', 'Group', 'group', 'take', 'group_select',
-           'weight_stats', 'make_reweighting']
+__all__ = ['take', 'REWEIGHTING_FNS', 'Reweighted', 'Mean', 'mean', 'dv_value', 'DV', 'dv', 'Group', 'group', 'select_rows',
+           'group_select', 'weight_stats', 'make_reweighting']
 
 # %% ../nbs/06_reweighting.ipynb #704d1fce
 @dataclass
@@ -162,7 +162,7 @@ def group(ratio: float = REWEIGHTING_PARAMS["group"]["ratio"], unit: str = REWEI
     "The `group` reweighting (BalDRO-G)."
     return Group(ratio, unit)
 
-def take(batch: dict, idx) -> dict:
+def select_rows(batch: dict, idx) -> dict:
     "Rows `idx` of a collated batch (tensors and lists), trailing columns that are padding in every row dropped."
     idx = torch.as_tensor(idx, dtype=torch.long)
     out = {k: (v[idx] if torch.is_tensor(v) else [v[int(i)] for i in idx]) for k, v in batch.items()}
@@ -172,6 +172,8 @@ def take(batch: dict, idx) -> dict:
         if "labels" in out: keep = max(keep, int((out["labels"] != -100).any(0).nonzero().max()) + 1 if (out["labels"] != -100).any() else 0)
         out = {k: (v[:, :keep] if torch.is_tensor(v) and v.dim() == 2 and v.shape[1] == am.shape[1] else v) for k, v in out.items()}
     return out
+
+take = select_rows   # old name, kept only for bench/bench_training.py until it imports select_rows (issue 23)
 
 def group_select(model, batch: dict, k: int) -> torch.Tensor:
     "Indices of the k sequences with the lowest current ℓ̄ (ranked under `torch.no_grad()`, no graph kept)."

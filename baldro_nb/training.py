@@ -15,7 +15,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from .core import BaldroError, check, seed_everything, write_json
 from .data import QACollator
 from .objectives import OBJECTIVES, get_objective, token_nll, model_nll, seq_stats, retain_nll, retain_kl, ForgetLoss
-from .reweighting import make_reweighting, group_select, take, weight_stats, Group, DV
+from .reweighting import make_reweighting, group_select, select_rows, weight_stats, Group, DV
 from .vocab import COMPATS, OBJECTIVE_NAMES, REWEIGHTINGS, REWEIGHTING_PARAMS, objective_key
 
 # %% auto #0
@@ -268,10 +268,10 @@ def unlearn_loss(model, method: MethodConfig, rw, forget: dict, retain: dict | N
     idx = [int(i) for i in forget["index"]] if "index" in forget else list(range(B))
     sel = None
     if isinstance(rw, Group):
-        sel = group_select(model, forget, rw.k(B)).tolist(); forget = take(forget, sel)
+        sel = group_select(model, forget, rw.k(B)).tolist(); forget = select_rows(forget, sel)
         if retain is not None:
             perm = torch.randperm(retain["input_ids"].shape[0], generator=gen)[:len(sel)].sort().values
-            retain = take(retain, perm.tolist())
+            retain = select_rows(retain, perm.tolist())
     use_ret = method.retain != "none" and method.alpha != 0 and retain is not None
     if method.needs_ref: check(ref is not None, f"{method.objective} needs a reference.", "pass ref=RefCache.build(...) or LiveRef(model)")
     if use_ret and method.retain == "nll":

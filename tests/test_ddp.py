@@ -35,7 +35,7 @@ if sys.argv and sys.argv[0].endswith("run.py") and os.environ.get("DDP_TEST_DIR"
     _core.atomic_write = atomic_write
     def _dump():
         import __main__
-        m = getattr(__main__, "model_", None)
+        m = getattr(__main__, "lm", None)   # the experiment notebook's language model
         if m is not None and _rank == "0":
             import torch
             torch.save({k: v.detach().cpu().clone() for k, v in m.state_dict().items()}, os.path.join(_d, "weights.pt"))
