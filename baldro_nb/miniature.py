@@ -31,7 +31,7 @@ def eval_schedule(n_steps: int, fq_points: int = 10, mu_points: int = 4) -> tupl
 
 # %% ../nbs/18_miniature.ipynb #38cfeddf
 def pick_lr(reached: dict, kept: dict | None = None) -> tuple[float, str]:
-    """The calibrated rate, going up the rates tried: {lr: step at which the plain run reached the retain model's forget
+    """The calibrated rate, going up the rates tried: {lr: step at which the base run reached the retain model's forget
     probability, or None} and {lr: whether model utility was still >= mu_keep x the target's at the end of that run,
     trained as long as the objective's runs will be (`run_length`)} (all kept when `kept` is None). The first rate that reached with utility kept; a rate that lost utility ends the
     ladder and the rate below it is taken (the lowest, if it is the first); none reached, all kept: the largest."""
@@ -199,7 +199,7 @@ class MiniatureCell:
         return tr
 
     def calibrate(self, lr_grid, seed: int = 0, every: int = 1, beta_dv_rule: str = "spread") -> dict:
-        "The learning rate (`pick_lr`: up `lr_grid` until a plain run reaches the retain forget probability with utility kept), the run length and β_dv (rule 'spread', or 'preset')."
+        "The learning rate (`pick_lr`: up `lr_grid` until a base run reaches the retain forget probability with utility kept), the run length and β_dv (rule 'spread', or 'preset')."
         f, grid = self.out/"calibration.json", sorted(map(float, lr_grid))
         if f.exists():
             c = read_json(f)
