@@ -21,7 +21,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from baldro_nb.core import BaldroError
 from baldro_nb.data import QACollator
-from baldro_nb.training import PRESETS, ForgetRetainDataset, LiveRef, RefCache, method_from_params, unlearn_loss
+from baldro_nb.training import REFERENCE_TRAINERS, ForgetRetainDataset, LiveRef, RefCache, method_from_params, unlearn_loss
 
 # ----------------------------------------------------------------------------------------------------------------
 # The reference trainers, written out again (float64 model; nothing from baldro_nb below this line until the tests)
@@ -173,7 +173,7 @@ def _grads(model, loss):
     return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("name", REFERENCE_TRAINERS)
 def test_reference_trainer_matches_its_port(setup, name):
     start, policy, batch, cache = setup
     objective, reweighting, hp = CASES[name]
@@ -219,7 +219,7 @@ def test_shipped_grids_resolve_to_reference_trainers(grid):
     runs = [r for r in load_runs(repo_root()/grid) if r["kind"] == "unlearn"]
     assert runs
     names = {run_method(r).name for r in runs}
-    assert names <= set(PRESETS), names - set(PRESETS)
+    assert names <= set(REFERENCE_TRAINERS), names - set(REFERENCE_TRAINERS)
     assert all(run_method(r).compat == "reference" for r in runs)
     if grid.endswith("fork_study.yaml"): assert names == {"NPO", "DrNPO", "TNPO", "DrTNPO", "WGA", "DrWGA"}
 
