@@ -4,19 +4,22 @@
 
 # %% ../nbs/00_core.ipynb #8227b6a1
 from __future__ import annotations
-import contextlib, fcntl, hashlib, json, os, platform, random, re, subprocess, sys, tempfile
+import contextlib, hashlib, json, os, platform, random, re, shlex, subprocess, sys, tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import filelock
 import numpy as np
+import psutil
 import yaml
 
 # %% auto #0
 __all__ = ['HF_OFFLINE_VARS', 'ENV_PACKAGES', 'PINNED_ARITHMETIC', 'THREAD_VARS', 'ARITHMETIC_VARS', 'SIMD_FLAG', 'BaldroError',
            'check', 'seed_everything', 'usual_mode', 'atomic_write', 'write_json', 'read_json', 'write_yaml',
            'read_yaml', 'stable_hash', 'run_id', 'repo_root', 'outputs_dir', 'set_offline', 'git_info',
-           'arithmetic_env', 'with_env', 'cpu_info', 'arithmetic_state', 'arithmetic_key', 'capture_env', 'file_lock']
+           'arithmetic_env', 'with_env', 'cpu_info', 'arithmetic_state', 'arithmetic_key', 'capture_env', 'LockTimeout',
+           'lock_holder', 'file_lock']
 
 # %% ../nbs/00_core.ipynb #78973064
 class BaldroError(ValueError):
@@ -205,11 +208,51 @@ def capture_env(root=None) -> dict:
             "arithmetic": {k: os.environ.get(k) for k in ARITHMETIC_VARS}}
 
 # %% ../nbs/00_core.ipynb #532696f8
+class LockTimeout(BaldroError):
+    "`file_lock(path, timeout)` gave up: another process held `path` for `timeout` s (`holder`: who, probably)."
+    def __init__(self, msg: str, path: Path, holder: str, timeout: float):
+        super().__init__(msg); self.path, self.holder, self.timeout = path, holder, timeout
+    def __reduce__(self): return type(self), (str(self), self.path, self.holder, self.timeout)   # crosses processes whole
+
+def _sign_lock(fd: int):
+    "filelock's `on_acquired` hook: write who holds the lock (pid, host, command line) into the lock file."
+    me = {"pid": os.getpid(), "host": platform.node(), "cmd": shlex.join(sys.argv)[:1000]}
+    with contextlib.suppress(OSError):   # a full disk must not stop a lock: the record is only for the error message
+        os.ftruncate(fd, 0); os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+
+def _describe(p: psutil.Process) -> str:
+    "`pid N (command line)`, and the process it works for when it is a multiprocessing worker (as the runner's are)."
+    try: cmd = shlex.join(p.cmdline()) or p.name()
+    except psutil.Error: return f"pid {p.pid}"
+    out = f"pid {p.pid} ({cmd[:300]})"
+    if "multiprocessing" in cmd:
+        with contextlib.suppress(psutil.Error, AttributeError):
+            parent = p.parent(); out += f", a worker of pid {parent.pid} ({shlex.join(parent.cmdline())[:300]})"
+    return out
+
+def lock_holder(path) -> str:
+    "Who probably holds the lock `path`: the process that signed it last (`_sign_lock`), if it still runs."
+    path = Path(path)
+    try: rec = json.loads(path.read_text()); pid = int(rec["pid"])
+    except (OSError, ValueError, KeyError, TypeError): return "a process that did not sign the lock file"
+    if rec.get("host") not in (None, platform.node()):
+        return f"pid {pid} on {rec['host']} ({str(rec.get('cmd'))[:300]}), which this machine cannot check"
+    try:   # the process that signed it, unless it exited (a zombie too) and its pid went to a process started later
+        p = psutil.Process(pid)
+        alive = p.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD) and p.create_time() <= path.stat().st_mtime + 1
+    except (psutil.Error, OSError): alive = False
+    return _describe(p) if alive else f"a process that did not sign the lock file (pid {pid}, which signed it last, is gone)"
+
 @contextlib.contextmanager
-def file_lock(path):
-    "Exclusive advisory lock on `path` (created if needed) for the duration of the `with` block."
+def file_lock(path, timeout: float | None = None):
+    """Exclusive lock on `path` (created if needed) for the `with` block; waits as long as it takes, or at most
+    `timeout` s and then raises `LockTimeout` naming the file, its probable holder and the fix."""
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try: yield path
-        finally: fcntl.flock(f, fcntl.LOCK_UN)
+    lock = filelock.FileLock(path, timeout=-1 if timeout is None else timeout, on_acquired=_sign_lock)
+    try: lock.acquire()
+    except filelock.Timeout:
+        holder = lock_holder(path)
+        raise LockTimeout(f"could not take the lock {path} within {timeout:g} s: {holder} holds it. Fix: wait until it "
+                          f"has finished, or stop it, and try again.", path, holder, timeout) from None
+    try: yield path
+    finally: lock.release()

@@ -12,7 +12,7 @@ from pathlib import Path
 import multiprocessing as mp
 
 from .core import (BaldroError, check, atomic_write, write_json, read_json, write_yaml, read_yaml, repo_root,
-                            capture_env, file_lock, arithmetic_env, with_env, ARITHMETIC_VARS)
+                            capture_env, file_lock, LockTimeout, arithmetic_env, with_env, ARITHMETIC_VARS)
 from .vocab import (RESULT_COLUMNS, RESULTS_CSV, RUNS_DIR, MINI_ENDPOINTS, MINI_TRAJECTORY, MINI_SAMPLES, MINI_CALIBRATION,
                              method_label)
 from .grid import (KINDS, load_runs, _with_needs, validate, plan, notebook_params, run_method, input_params, artefact_name,
@@ -23,9 +23,9 @@ from .forkserver import (ForkServer, warm_kernel_manager, _die_with_parent, LIVE
 
 # %% auto #0
 __all__ = ['PARTIAL_NB', 'RUN_STATES', 'ARTEFACTS_JSON', 'RESULT_FILES', 'RECORDED_IN_FOLDERS', 'KERNEL_START_FAILURE',
-           'INTERRUPT_GRACE_S', 'run_paths', 'papermill_command', 'scrub_paths', 'publish_artefacts', 'RunState',
-           'record_artefacts', 'lock_held', 'run_state', 'list_runs', 'execute_run', 'run_row', 'failed_row', 'collect',
-           'schedule', 'kernel_env', 'RunInterrupted', 'run_grid']
+           'INTERRUPT_GRACE_S', 'RUN_LOCK_TIMEOUT_S', 'run_paths', 'papermill_command', 'scrub_paths',
+           'publish_artefacts', 'RunState', 'record_artefacts', 'lock_held', 'run_state', 'list_runs', 'execute_run',
+           'run_row', 'failed_row', 'collect', 'schedule', 'kernel_env', 'RunInterrupted', 'run_grid']
 
 # %% ../nbs/13_execution.ipynb #5f8cc829
 PARTIAL_NB = ".run.partial.ipynb"   # where papermill writes while it runs; moved to run.ipynb once whole
@@ -216,6 +216,15 @@ def _record_finished(run: dict, d: Path, P: dict, root, outputs, st: dict) -> di
     _write(write_json, d/"status.json", st)
     return st
 
+RUN_LOCK_TIMEOUT_S = 30.0   # how long a runner waits for the lock of a run folder that another process holds
+
+def _busy(run_id: str, e: LockTimeout) -> BaldroError:
+    "The error of a runner that found `run_id` being run by another process for `RUN_LOCK_TIMEOUT_S` s."
+    return BaldroError(f"run {run_id} is being run by another process: its lock {e.path} is held by {e.holder} "
+                       f"(waited {RUN_LOCK_TIMEOUT_S:g} s). Fix: let that runner finish (or stop it), then run `baldro run` "
+                       "again, which skips what it finished; to run two grids at once, give the second its own outputs "
+                       "folder (BALDRO_OUTPUTS=...).")
+
 def execute_run(run: dict, root, outputs, env: dict | None = None, timeout: float | None = None) -> dict:
     "Run one resolved run in this process (papermill with cwd `nbs/`); returns its status dict, also when it fails."
     base = {"run_id": run["run_id"], "kind": run["kind"], "notebook": run["notebook"]}
@@ -225,7 +234,11 @@ def execute_run(run: dict, root, outputs, env: dict | None = None, timeout: floa
     try:
         os.chdir(root); new = with_env(env or {}); os.environ.clear(); os.environ.update(new)   # None: unset (native arithmetic)
         d.mkdir(parents=True, exist_ok=True)
-        with file_lock(d/".lock"): return _execute_locked(run, root, outputs, P, base, timeout)
+        with contextlib.ExitStack() as held:
+            try: held.enter_context(file_lock(d/".lock", timeout=RUN_LOCK_TIMEOUT_S))
+            except LockTimeout as e:   # another runner is doing this run: its folder is not ours to write
+                return {**base, "status": "error", "error": _err(_busy(run["run_id"], e), root)}
+            return _execute_locked(run, root, outputs, P, base, timeout)
     except Exception as e:   # a file the executor could not write or read (full disk, read-only folder, ...)
         st = {**base, "status": "error", "error": _err(e, root)}
         with contextlib.suppress(Exception): write_json(d/"status.json", st)
@@ -500,6 +513,15 @@ def _method_note(run: dict, root) -> str:
     if run["kind"] != "unlearn" or "training" not in notebook_params(Path(root)/"nbs"/run["notebook"]): return ""
     m = run_method(run, root); return f"  -> {m.name} ({m.compat})"
 
+def _wait_for_other_runners(rids, state: dict, outputs):
+    "Runs another process is doing: wait up to `RUN_LOCK_TIMEOUT_S` s in all until each is finished (its `state` read again), else raise."
+    deadline = time.time() + RUN_LOCK_TIMEOUT_S
+    for rid in rids:
+        d = Path(outputs)/RUNS_DIR/rid
+        try:
+            with file_lock(d/".lock", timeout=max(0.0, deadline - time.time())): state[rid] = run_state(d, check_lock=False)
+        except LockTimeout as e: raise _busy(rid, e) from None
+
 def _state_note(rs: RunState) -> str:
     if rs.state == "corrupt": return f"  (corrupt: {rs.problems[0]})"
     return f"  ({rs.state})" if rs.state in ("error", "interrupted", "running") else ""
@@ -526,6 +548,7 @@ def run_grid(params, root=None, outputs=None, jobs: int = 1, executor: str = "lo
             for r in lv:
                 print(f"[{i}] {'done' if done(r) else 'todo'}  {r['run_id']}{_method_note(r, root)}{_state_note(state[r['run_id']])}")
         return [{"run_id": r["run_id"], "status": "done" if done(r) else "todo"} for lv in levels for r in lv]
+    _wait_for_other_runners([rid for rid, rs in state.items() if rs.state == "running"], state, outputs)
     for r in [r for lv in levels for r in lv if done(r) and state[r["run_id"]].status.get("status") != "ok"]:
         try: _record_finished(r, outputs/RUNS_DIR/r["run_id"], run_paths(r, root, outputs), root, outputs, state[r["run_id"]].status)
         except OSError as e: print(f"warning: could not record the finished run {r['run_id']}: {_err(e, root)}", file=sys.stderr)

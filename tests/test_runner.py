@@ -98,6 +98,41 @@ def test_sigkill_then_resume_every_run_exactly_once(proj, warm):
         if rid.startswith("unlearn__"): assert log.count(f"../outputs/runs/{rid}") == 1
 
 
+
+def _hold_lock(path):
+    "Another process holding the lock `path` (as another runner's worker holds its run's) until it is killed."
+    code = "import sys\nfrom baldro_nb.core import file_lock\nwith file_lock(sys.argv[1]):\n    print('held', flush=True); sys.stdin.read()"
+    p = subprocess.Popen([sys.executable, "-c", code, str(path)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
+def test_a_second_runner_gives_up_on_a_run_another_process_holds(proj, monkeypatch):
+    """OLD: a second runner waited on a run folder's lock for as long as the other runner's run took (hours).
+    NEW: at most RUN_LOCK_TIMEOUT_S, then an error naming the run, the lock file and the process holding it, and the fix;
+    nothing starts, and the folder of the run in flight is left as it is."""
+    from baldro_nb import execution as X
+    monkeypatch.setattr(X, "RUN_LOCK_TIMEOUT_S", 0.5); monkeypatch.chdir(proj)   # execute_run changes directory
+    out = (proj/"outputs").resolve(); spec = _grid(n_unlearn=1)
+    run = next(r for r in load_runs(spec, proj, out) if r["kind"] == "finetune")
+    d = out/"runs"/run["run_id"]; d.mkdir(parents=True)
+    (d/"status.json").write_text(json.dumps({"run_id": run["run_id"], "kind": "finetune", "status": "running"}))
+    holder = _hold_lock(d/".lock")
+    try:
+        t0 = time.time()
+        with pytest.raises(BaldroError) as e: run_grid(spec, root=proj, progress=False)
+        assert time.time() - t0 < 10
+        m = str(e.value)
+        assert f"run {run['run_id']} is being run by another process: its lock {d/'.lock'} is held by pid {holder.pid} (" in m, m
+        assert "(waited 0.5 s). Fix: let that runner finish" in m, m
+        assert [x.name for x in (out/"runs").iterdir()] == [run["run_id"]]          # nothing started
+        # a run the other process took after this runner looked: the worker gives up the same way, writing nothing
+        st = X.execute_run(run, proj, out)
+        assert st["status"] == "error" and f"is held by pid {holder.pid} (" in st["error"], st
+        assert json.loads((d/"status.json").read_text())["status"] == "running" and sorted(os.listdir(d)) == [".lock", "status.json"]
+    finally:
+        holder.kill(); holder.wait()
+
 def test_failing_run_keeps_notebook_and_error_row(proj):
     out = proj/"outputs"
     st = run_grid(_grid(n_unlearn=2, fail_seed=7), root=proj, jobs=2, progress=False)
