@@ -8,6 +8,8 @@ import ctypes, json, os, shutil, signal, subprocess, sys, tempfile, time
 from functools import lru_cache
 from pathlib import Path
 
+import psutil
+
 from .core import atomic_write, with_env
 
 # %% auto #0
@@ -102,18 +104,14 @@ def fork_kernel(path: str, argv: list[str], env: dict, cwd: str) -> int:
         return int(json.loads(s.recv(4096))["pid"])
 
 class _Forked:
-    "A `Popen`-like handle on a forked kernel (the fork server is its parent: liveness is read from /proc)."
+    "A `Popen`-like handle on a forked kernel (the fork server is its parent, not us: liveness comes from psutil)."
     def __init__(self, pid: int): self.pid, self.returncode, self.stdin, self.stdout, self.stderr = pid, None, None, None, None
-    _proc = Path("/proc/self/stat").exists()
     def poll(self):
         if self.returncode is None:
-            if self._proc:                                         # Linux: a zombie (exited, not yet reaped) is dead
-                try: alive = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-                except (OSError, IndexError): alive = False
-            else:
-                try: os.kill(self.pid, 0); alive = True
-                except ProcessLookupError: alive = False
-                except PermissionError: alive = True
+            # a zombie (exited, not yet reaped by the server) is dead
+            try: alive = psutil.Process(self.pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+            except psutil.NoSuchProcess: alive = False
+            except psutil.AccessDenied: alive = True
             if not alive: self.returncode = 0
         return self.returncode
     def wait(self, timeout=None):

@@ -7,6 +7,7 @@ import csv, errno, json, math, os, shutil, signal, subprocess, sys, tempfile, ti
 from pathlib import Path
 
 import nbformat
+import psutil
 import pytest
 import yaml
 
@@ -82,14 +83,15 @@ def _log(out):
 
 
 def _stat(pid):
-    "(state, pgrp) of a live process, None if it is gone (zombies count as gone)."
-    try: f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError): return None
-    return None if f[0] in ("Z", "X") else (f[0], int(f[2]))
+    "(status, process group) of a live process, None if it is gone (zombies count as gone)."
+    try:
+        st = psutil.Process(int(pid)).status()
+        return None if st in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD) else (st, os.getpgid(int(pid)))
+    except (psutil.Error, ProcessLookupError): return None
 
 
 def _group(pgid):
-    return [int(d.name) for d in Path("/proc").glob("[0-9]*") if (s := _stat(d.name)) and s[1] == pgid]
+    return [p.pid for p in psutil.process_iter() if (s := _stat(p.pid)) and s[1] == pgid]
 
 
 def _wait(cond, timeout, step=0.2):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import nbformat
 import papermill as pm
+import psutil
 import pytest
 
 from baldro_nb.core import BaldroError, read_yaml
@@ -41,29 +42,31 @@ def _write(p, spec):
     p.write_text(yaml.safe_dump(spec)); return p
 
 
-def _fork_servers():
-    "pids of running fork servers (`python -m baldro_nb.forkserver`) and of the kernels forked from them (same command line)."
+def _fork_servers(runner: int):
+    """pids of the running fork servers (`python -m baldro_nb.forkserver`) that the runner of pid `runner` started, and of
+    the kernels forked from them (same command line and environment, $BALDRO_FORK_PARENT): another job's are left out."""
     out = []
-    for d in Path("/proc").glob("[0-9]*"):
-        try: cmd = (d/"cmdline").read_bytes()
-        except OSError: continue
-        if b"baldro_nb.forkserver" in cmd: out.append(int(d.name))
+    for p in psutil.process_iter(["cmdline"]):
+        if "baldro_nb.forkserver" not in " ".join(p.info["cmdline"] or ()): continue
+        try:
+            if p.environ().get("BALDRO_FORK_PARENT") == str(runner): out.append(p.pid)
+        except psutil.Error: pass
     return out
 
 
-def _survivors(pids=None, within: float = 20.0) -> dict:
-    """Fork-server processes (of `pids`, or all) still there after waiting up to `within` s, with their /proc state.
+def _survivors(runner: int, within: float = 20.0) -> dict:
+    """Fork-server processes of runner `runner` still there after waiting up to `within` s, with their state and parent.
     A SIGKILLed process that has torch loaded can take a while to exit on a busy machine; a leaked one stays (seen once:
     a kernel forked as its server died, fixed in forkserver._die_with_parent). Empty = all gone."""
     t0 = time.time()
     while True:
-        left = [p for p in _fork_servers() if pids is None or p in set(pids)]
+        left = _fork_servers(runner)
         if not left or time.time() - t0 > within: break
         time.sleep(0.2)
     state = {}
     for p in left:
-        try: state[p] = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[:2]   # state, parent pid
-        except OSError: pass
+        try: proc = psutil.Process(p); state[p] = [proc.status(), proc.ppid()]
+        except psutil.Error: pass
     return state
 
 
@@ -78,13 +81,13 @@ def test_sigkill_then_resume_every_run_exactly_once(proj, warm):
         if len(done) >= 2: break
         assert p.poll() is None, "runner ended before it could be killed"
         time.sleep(0.2)
-    servers = _fork_servers()
+    servers = _fork_servers(p.pid)
     assert bool(servers) == warm
     os.kill(p.pid, signal.SIGKILL); p.wait()
     finished_before = {d.parent.name for d in (out/"runs").glob("*/metrics.json")}
     assert 5 <= len(finished_before) < 9  # 3 producers + ≥2 unlearning, not all 9
     # the killed worker dies with its parent (PR_SET_PDEATHSIG); its kernel follows
-    assert not _survivors(servers)  # the fork server and its kernels died with the runner
+    assert not _survivors(p.pid)  # the fork server and its kernels died with the runner
     r = subprocess.run([BALDRO, "run", str(grid)], cwd=proj, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "already finished: skipped" in r.stdout
@@ -293,4 +296,4 @@ def test_cell_timeout_in_a_warm_kernel_is_an_error_row_and_leaves_no_process(pro
     slow = [s for rid, s in by.items() if "__7__" in rid][0]
     assert slow["status"] == "error" and "CellTimeoutError" in slow["error"]
     assert sum(s["status"] == "ok" for s in st) == len(st) - 1
-    assert not _survivors()
+    assert not _survivors(os.getpid())   # run_grid ran in this process: it started the fork server
