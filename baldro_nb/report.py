@@ -19,9 +19,9 @@ from .tables import GAIN, LOSS, NO_DIFF, FEW_PAIRS, NOT_MEASURED, IDENTICAL
 from .tables import per_sample_probs, reference_points, epoch_table, weights_table
 
 # %% auto #0
-__all__ = ['FIG_DPI', 'new_figure', 'save_fig', 'placeholder_figure', 'fig_fq_mu', 'fig_bars', 'fig_epochs', 'fig_weights',
-           'fig_trajectories', 'fig_mini_forest', 'fig_mini_fq_steps', 'fig_mini_fq_mu', 'fig_mini_samples',
-           'commands_html', 'report_template', 'notebook_to_html', 'build_report', 'main']
+__all__ = ['FIG_DPI', 'REPORT_CSS', 'new_figure', 'save_fig', 'placeholder_figure', 'fig_fq_mu', 'fig_bars', 'fig_epochs',
+           'fig_weights', 'fig_trajectories', 'fig_mini_forest', 'fig_mini_fq_steps', 'fig_mini_fq_mu',
+           'fig_mini_samples', 'commands_html', 'report_template', 'notebook_to_html', 'build_report', 'main']
 
 # %% ../nbs/16_report.ipynb #e2bcfd05
 FIG_DPI = 100
@@ -318,13 +318,32 @@ def notebook_to_html(nb_path, html_path) -> Path:
     ex.register_preprocessor(TagRemovePreprocessor(config=c), enabled=True)
     nb = nbformat.read(str(nb_path), as_version=4)
     body, _ = ex.from_notebook_node(nb)
-    body = _strip_remote(body)
+    body = _box_tables(_strip_remote(body))
     p = atomic_write(html_path, body); os.chmod(p, 0o644)
     return p
 
 def _strip_remote(body: str) -> str:
     "Drop <script src=http...> tags (MathJax, require.js from CDNs): the report must load offline without errors."
     return re.sub(r"<script[^>]*\bsrc=[\"']https?://[^\"']*[\"'][^>]*>\s*</script>", "", body)
+
+# %% ../nbs/16_report.ipynb #5b0c7e12
+REPORT_CSS = """
+/* baldro_nb: every table lives in its own box, which scrolls sideways when the table is wider than the page;
+   contain: inline-size: the box's width comes from the page, never from its table, so no parent grows with the table */
+.baldro-table-box { display: block; max-width: 100%; overflow-x: auto; overflow-y: hidden; contain: inline-size; }
+"""
+
+_TABLE = re.compile(r"<table\b.*?</table>", re.S | re.I)
+_BODY = re.compile(r"<body\b[^>]*>", re.I)
+
+def _box_tables(body: str) -> str:
+    "Wrap every `<table>` after `<body>` in a horizontally scrolling `div.baldro-table-box`; add `REPORT_CSS` last in `<head>`."
+    m = _BODY.search(body)
+    if m is None: return body
+    head, rest = body[:m.start()], body[m.start():]
+    rest = _TABLE.sub(lambda t: f'<div class="baldro-table-box">{t.group(0)}</div>', rest)
+    if "</head>" in head: head = head.replace("</head>", f'<style type="text/css">{REPORT_CSS}</style>\n</head>', 1)
+    return head + rest
 
 # %% ../nbs/16_report.ipynb #92d74a4d
 def build_report(results_csv=None, runs_dir=None, out_dir=None, expected=None, template=None, kernel_name: str = "python3",

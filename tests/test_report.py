@@ -1,6 +1,7 @@
 """The HTML report, end to end: built from a synthetic, schema-true study with papermill + nbconvert, opened in headless
 Chromium (Chrome DevTools protocol over a pipe: no extra Python package), checked for loaded images, hidden inputs and
-console errors; built twice for byte-identical figures; built from empty and partial tables."""
+console errors; wide tables scroll inside their own boxes at 1300 px while the page does not; built twice for
+byte-identical figures; built from empty and partial tables."""
 import hashlib, json, os, shutil, tempfile
 from pathlib import Path
 
@@ -90,6 +91,65 @@ def test_report_in_headless_chromium(built):
         assert s in t, s
     assert probe["commands"].count("papermill nbs/") >= 40, probe["commands"][:500]
     assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+WIDE = 1300   # issue 23: the paired comparisons (20-odd columns) are wider than a window this wide
+TABLE_PROBE = """(() => {
+  const tables = Array.from(document.querySelectorAll('table')).map(t => {
+    const box = t.parentElement, r = box.getBoundingClientRect(), was = box.scrollLeft;
+    box.scrollLeft = 100000; const scrolled = box.scrollLeft; box.scrollLeft = was;
+    return {boxed: box.classList.contains('baldro-table-box'), overflow_x: getComputedStyle(box).overflowX,
+            cols: t.rows.length ? t.rows[0].cells.length : 0, head: t.rows.length ? t.rows[0].innerText.slice(0, 60) : '',
+            table_w: Math.ceil(t.getBoundingClientRect().width), box_w: box.clientWidth, box_scroll_w: box.scrollWidth,
+            box_right: Math.ceil(r.right), scrolled: scrolled};
+  });
+  window.scrollTo(100000, 0); const page_scroll_x = window.scrollX; window.scrollTo(0, 0);
+  return {page_w: document.documentElement.scrollWidth, body_w: document.body.scrollWidth, inner_w: window.innerWidth,
+          page_scroll_x: page_scroll_x, tables: tables};
+})()"""
+
+
+def probe_tables(html: Path, width: int = WIDE, shot: Path | None = None) -> dict:
+    "Open `html` in headless Chromium `width` px wide; measure the page and every table's box (`TABLE_PROBE`)."
+    exe = require_chrome()
+    with tempfile.TemporaryDirectory() as profile:
+        b = Chromium(exe, profile)
+        try:
+            sid = b.new_page(width, 900)
+            b.send("Page.navigate", {"url": html.resolve().as_uri()}, session=sid)
+            b.wait_event("Page.loadEventFired", timeout=60); b.drain(0.5)
+            probe = b.evaluate(TABLE_PROBE, sid)
+            if shot is not None:   # the widest table in view: what a reader of a 1300 px window sees
+                b.evaluate("(() => { const t = Array.from(document.querySelectorAll('table')).sort((a, b) => "
+                           "b.getBoundingClientRect().width - a.getBoundingClientRect().width)[0]; "
+                           "if (t) t.scrollIntoView({block: 'start'}); })()", sid)
+                import base64
+                shot.parent.mkdir(parents=True, exist_ok=True)
+                shot.write_bytes(base64.b64decode(b.send("Page.captureScreenshot", {"format": "png"}, session=sid)["data"]))
+        finally: b.close()
+    return probe
+
+
+def check_tables_fit(p: dict, width: int = WIDE):
+    "The page never scrolls sideways at `width` px; every table is in a box that scrolls; some box must scroll."
+    widest = sorted(p["tables"], key=lambda t: -t["table_w"])[:3]
+    assert p["inner_w"] == width, p["inner_w"]
+    assert p["page_w"] <= p["inner_w"] and p["body_w"] <= p["inner_w"] and p["page_scroll_x"] == 0, \
+        f"the page scrolls sideways at {width} px: scrollWidth {p['page_w']} (body {p['body_w']}) > {p['inner_w']}; widest tables {widest}"
+    assert p["tables"], "the report has no table"
+    for t in p["tables"]:
+        assert t["boxed"] and t["overflow_x"] in ("auto", "scroll"), f"a table outside a scrolling box: {t}"
+        assert t["box_right"] <= p["inner_w"], f"a table's box runs off the page: {t}"
+    wide = [t for t in p["tables"] if t["box_scroll_w"] > t["box_w"]]
+    assert wide, f"no table is wider than its box at {width} px, so this check could not fail: {widest}"
+    assert all(t["scrolled"] > 0 for t in wide), f"a wide table's box does not scroll: {wide}"
+    return wide
+
+
+def test_wide_tables_scroll_in_their_own_box(built):
+    "Issue 23: at 1300 px the page itself never scrolls sideways; the paired comparisons (>= 20 columns) scroll in their own box."
+    wide = check_tables_fit(probe_tables(built, WIDE, shot=SHOT_DIR/"wide_tables_1300.png"))
+    assert max(t["cols"] for t in wide) >= 20, wide   # the paired comparisons are among them
 
 
 def test_report_is_one_self_contained_file(built):
