@@ -170,14 +170,28 @@ def _abort(*_):
 def _kernel_started(pid: int):
     if _STOP["at"] is not None: signal_kernels(signal.SIGKILL)   # started while stopping: never runs a cell
 
-def _worker_init():
-    "Initializer of the local executor's worker processes: die with the runner, handle interrupts as above."
+class _WorkerPids:
+    "Shared memory in which each worker of a pool writes its pid (`_worker_init`), for the runner's signal handler to read; `stopping`: the runner was interrupted."
+    def __init__(self, ctx, n: int): self.slots, self.stopping, self.claim = ctx.RawArray("i", n), ctx.RawValue("b", 0), ctx.Lock()
+    def __call__(self) -> list[int]: return [p for p in self.slots if p]
+    def stop(self): self.stopping.value = 1
+    def record(self, pid: int) -> bool:
+        "Write `pid` in a free slot (a pool starts at most `n` workers); returns whether the runner is stopping already."
+        with self.claim:
+            free = [i for i, p in enumerate(self.slots) if p == 0]
+            if free: self.slots[free[0]] = pid
+        return bool(self.stopping.value)
+
+def _worker_init(pids: _WorkerPids | None = None):
+    "Initializer of the local executor's worker processes: die with the runner, handle interrupts as above, tell the runner our pid."
     _die_with_parent()
     # a runner started with Ctrl-C ignored (e.g. backgrounded by a non-interactive shell) passes SIG_IGN on: keep it, so
     # runner and workers agree (the runner then never forwards an interrupt either)
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN: signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGUSR2, _abort)
     KERNEL_HOOKS.append(_kernel_started)
+    # a worker that starts after the runner forwarded an interrupt missed it: it stops as if it had got it (runs nothing)
+    if pids is not None and pids.record(os.getpid()) and signal.getsignal(signal.SIGINT) is _interrupt: _interrupt()
 
 def _err(e: BaseException, root) -> str:
     return scrub_paths(f"{type(e).__name__}: {e}", root)[:2000]
@@ -393,9 +407,10 @@ def _local_levels(levels, root, outputs, jobs, timeout, on_done, warm_kernels: b
     warm = warm_kernels and sys.platform.startswith("linux") and os.environ.get("BALDRO_WARM_KERNELS") != "0"
     srv = ForkServer(env, cwd=Path(root)/"nbs") if warm else None
     if srv and srv.ready(cancel=lambda: stop.requested): env = {**env, "BALDRO_FORK_SERVER": srv.path}   # not ready in 2 min: cold kernels
+    ctx = mp.get_context("spawn"); pids = X._WorkerPids(ctx, jobs)   # each worker writes its pid there (_worker_init)
     try:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=X._worker_init) as ex:
-            stop.pids = lambda: [*list(getattr(ex, "_processes", None) or {}), *([srv.proc.pid] if srv else [])]
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=X._worker_init, initargs=(pids,)) as ex:
+            stop.pids, stop.stopping = (lambda: [*pids(), *([srv.proc.pid] if srv else [])]), pids.stop
             futs = {}
             def submit(rid):
                 f = ex.submit(X.execute_run, runs[rid], str(root), str(outputs), env, timeout); futs[f] = runs[rid]; return f
@@ -415,7 +430,7 @@ def _local_levels(levels, root, outputs, jobs, timeout, on_done, warm_kernels: b
                 return done
             schedule(list(runs), deps, jobs, submit, wait, stopped=lambda: stop.requested)
     finally:
-        stop.pids = lambda: []
+        stop.pids, stop.stopping = (lambda: []), (lambda: None)
         if srv: srv.stop()
 
 def _slurm_levels(levels, root, outputs, jobs, timeout, on_done, cluster="slurm", partition=None, gpus=1,
@@ -455,7 +470,7 @@ class RunInterrupted(BaldroError):
 
 class _Interrupts:
     "The runner's SIGINT/SIGTERM handling while a grid executes: the first stops cleanly (`requested`), the second exits at once."
-    def __init__(self): self.requested, self.pids, self._old = False, (lambda: []), {}
+    def __init__(self): self.requested, self.pids, self.stopping, self._old = False, (lambda: []), (lambda: None), {}
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for s in (signal.SIGINT, signal.SIGTERM):
@@ -470,6 +485,7 @@ class _Interrupts:
     def _on_signal(self, sig, frame):
         if self.requested: return self._exit_now()
         self.requested = True
+        self.stopping()                # before the pids are read: a worker that records its pid later stops by itself
         os.write(2, b"\ninterrupted: stopping the grid (the running notebooks are interrupted, nothing new starts); "
                     b"interrupt again to exit at once\n")
         self._send(signal.SIGINT)
