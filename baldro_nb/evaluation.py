@@ -22,11 +22,10 @@ from .metrics import (MIA_K, exact_memorization, extraction_strength, forget_qua
                                token_vocab_stats, truth_ratio, zlib_score)
 
 # %% auto #0
-__all__ = ['MIA_SETS', 'SUMMARY_KEYS', 'load_retain_logs', 'EVAL_VERSION', 'Scored', 'score_sequences', 'generate_greedy',
-           'eval_sets', 'EncodedSet', 'encode_eval_set', 'mia_seq_ids', 'mia_scores', 'mia_logs', 'build_logs',
-           'summarize', 'evaluate_tofu', 'write_eval_logs', 'publish_eval_logs', 'read_retain_log',
-           'retain_truth_ratios', 'load_retain_auc', 'make_retain_reference', 'TofuEvalCallback', 'eval_source',
-           'epoch0_cache_dir', 'cached_epoch0']
+__all__ = ['MIA_SETS', 'SUMMARY_KEYS', 'EVAL_VERSION', 'Scored', 'score_sequences', 'generate_greedy', 'eval_sets', 'EncodedSet',
+           'encode_eval_set', 'mia_seq_ids', 'mia_scores', 'mia_logs', 'build_logs', 'summarize', 'evaluate_tofu',
+           'write_eval_logs', 'publish_eval_logs', 'read_retain_log', 'retain_truth_ratios', 'load_retain_auc',
+           'make_retain_reference', 'TofuEvalCallback', 'eval_source', 'epoch0_cache_dir', 'cached_epoch0']
 
 # %% ../nbs/10_evaluation.ipynb #11d3f1ab
 @dataclass
@@ -464,8 +463,6 @@ def retain_truth_ratios(path, forget_split: str, n_forget: int) -> np.ndarray:
     tr = np.array([vbi[str(i)].get("score", np.nan) if isinstance(vbi[str(i)], dict) else np.nan for i in range(n_forget)], dtype=np.float64)
     check(np.isfinite(tr).all(), f"retain log {str(p)!r} has missing or non-finite forget truth ratios.", hint)
     return tr
-
-load_retain_logs = retain_truth_ratios   # old name, kept only for tests/test_faults_exec.py until it imports retain_truth_ratios (issue 23)
 
 # %% ../nbs/10_evaluation.ipynb #eb10390f
 def load_retain_auc(path, key: str = "mia_min_k") -> float | None:

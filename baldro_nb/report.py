@@ -14,7 +14,8 @@ from matplotlib.figure import Figure
 
 from .core import check, atomic_write, write_json, repo_root, outputs_dir
 from .vocab import RESULTS_CSV, RUNS_DIR, REPORT_DIR
-from .tables import BASE, DV, GROUP, VARIANTS, _gmean, load_results, main_runs, gib_column, method_table
+from .vocab import BASE_VARIANT
+from .tables import DV_LABEL, GROUP_LABEL, VARIANTS, _gmean, load_results, main_runs, gib_column, method_table
 from .tables import GAIN, LOSS, NO_DIFF, FEW_PAIRS, NOT_MEASURED, IDENTICAL
 from .tables import per_sample_probs, reference_points, epoch_table, weights_table
 
@@ -54,8 +55,8 @@ def placeholder_figure(out_dir, name: str, message: str, w=6.0, h=1.6) -> Path:
 
 # %% ../nbs/16_report.ipynb #9d8a8cf9
 _OBJ_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
-_VAR_MARK = {BASE: "o", DV: "s", GROUP: "^"}
-_VAR_LS = {BASE: "-", DV: "--", GROUP: ":"}
+_VAR_MARK = {BASE_VARIANT: "o", DV_LABEL: "s", GROUP_LABEL: "^"}
+_VAR_LS = {BASE_VARIANT: "-", DV_LABEL: "--", GROUP_LABEL: ":"}
 
 def _obj_colors(objs):
     return {o: _OBJ_COLORS[i % len(_OBJ_COLORS)] for i, o in enumerate(sorted(objs))}
@@ -77,11 +78,11 @@ def fig_fq_mu(results_csv, runs_dir, fig_dir, name="fq_vs_mu") -> Path:
             c = col[r.objective]
             ax.errorbar(r.mu_mean, r.fq_mean, xerr=_spread(r.mu_mean, r.mu_min, r.mu_max),
                         yerr=_spread(r.fq_mean, r.fq_min, r.fq_max), fmt=_VAR_MARK[r.variant], color=c,
-                        mfc=c if r.variant == BASE else "white", ms=8, capsize=2, lw=0.8)
+                        mfc=c if r.variant == BASE_VARIANT else "white", ms=8, capsize=2, lw=0.8)
         for o, go in g.groupby("objective", observed=True):
-            b = go[go.variant == BASE]
+            b = go[go.variant == BASE_VARIANT]
             if not len(b): continue
-            for _, r in go[go.variant != BASE].iterrows():
+            for _, r in go[go.variant != BASE_VARIANT].iterrows():
                 ax.annotate("", xy=(r.mu_mean, r.fq_mean), xytext=(b.mu_mean.iloc[0], b.fq_mean.iloc[0]),
                             arrowprops=dict(arrowstyle="->", color=col[o], lw=1.2, ls=_VAR_LS[r.variant], shrinkA=5, shrinkB=5))
         for lab, (mu, fq) in sorted(refs.get(m, {}).items()):
@@ -94,7 +95,7 @@ def fig_fq_mu(results_csv, runs_dir, fig_dir, name="fq_vs_mu") -> Path:
         ax.set_ylabel("forget quality (log; higher = better)"); ax.grid(True, which="major", alpha=0.3)
     from matplotlib.lines import Line2D
     h = [Line2D([], [], color=c, marker="o", ls="", label=o) for o, c in col.items()]
-    h += [Line2D([], [], color="black", marker=_VAR_MARK[v], mfc="white" if v != BASE else "black", ls=_VAR_LS[v], label=v) for v in VARIANTS]
+    h += [Line2D([], [], color="black", marker=_VAR_MARK[v], mfc="white" if v != BASE_VARIANT else "black", ls=_VAR_LS[v], label=v) for v in VARIANTS]
     fig.legend(handles=h, loc="outside right upper", fontsize=8)
     return save_fig(fig, fig_dir, name)
 
@@ -107,7 +108,7 @@ def fig_bars(results_csv, runs_dir, fig_dir, name="bars_by_objective") -> Path:
     gc = gib_column(u)
     metrics = (("fq", "forget_quality", "forget quality (log)"), ("mu", "model_utility", "model utility"),
                ("gib", gc, "gibberish: P(clean)" if gc == "gibberish_clean_prob" else "gibberish rate (lower = better)"))
-    vcol = {BASE: "#7f7f7f", DV: "#1f77b4", GROUP: "#ff7f0e"}
+    vcol = {BASE_VARIANT: "#7f7f7f", DV_LABEL: "#1f77b4", GROUP_LABEL: "#ff7f0e"}
     fig, axs = new_figure(max(4.5, 1.2*len(objs)+1.5)*len(models), 7.5, 3, len(models))
     w = 0.26
     for j, m in enumerate(models):

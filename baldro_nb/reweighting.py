@@ -17,7 +17,7 @@ from .vocab import UNITS, DIRECTIONS, POOLS, REWEIGHTING_PARAMS
 _DV = REWEIGHTING_PARAMS["dv"]   # DV's parameters and defaults, as a user writes them
 
 # %% auto #0
-__all__ = ['take', 'REWEIGHTING_FNS', 'Reweighted', 'Mean', 'mean', 'dv_value', 'DV', 'dv', 'Group', 'group', 'select_rows',
+__all__ = ['REWEIGHTING_FNS', 'Reweighted', 'Mean', 'mean', 'dv_value', 'DV', 'dv', 'Group', 'group', 'select_rows',
            'group_select', 'weight_stats', 'make_reweighting']
 
 # %% ../nbs/06_reweighting.ipynb #704d1fce
@@ -173,7 +173,6 @@ def select_rows(batch: dict, idx) -> dict:
         out = {k: (v[:, :keep] if torch.is_tensor(v) and v.dim() == 2 and v.shape[1] == am.shape[1] else v) for k, v in out.items()}
     return out
 
-take = select_rows   # old name, kept only for bench/bench_training.py until it imports select_rows (issue 23)
 
 def group_select(model, batch: dict, k: int) -> torch.Tensor:
     "Indices of the k sequences with the lowest current ℓ̄ (ranked under `torch.no_grad()`, no graph kept)."

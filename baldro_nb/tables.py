@@ -16,15 +16,15 @@ from .vocab import (RESULT_COLUMNS, NUMERIC_COLUMNS, VARIANT_LABELS, BASE_VARIAN
 from .grid import load_runs
 
 # %% auto #0
-__all__ = ['DV_LABEL', 'GROUP_LABEL', 'VARIANTS', 'BASE', 'DV', 'GROUP', 'GAIN', 'LOSS', 'NO_DIFF', 'FEW_PAIRS', 'NOT_MEASURED',
-           'IDENTICAL', 'NOT_REPLICATED', 'DETECT_FACTOR', 'PAIRED_ENDPOINTS', 'CONTROL', 'ANSWER_COLUMNS', 'AUDIT',
-           'load_results', 'row_role', 'variant_of', 'annotate', 'main_runs', 'epoch_summaries', 'per_sample_probs',
-           'read_steps', 'gib_column', 'method_table', 'compare_variants', 'bootstrap_ci', 'detectable_effect',
-           'interval_verdict', 'hierarchical_ci', 'split_halves', 'replication_verdict', 'replicated_difference',
-           'endpoints_from_results', 'paired_comparisons', 'pair_table', 'positive_control', 'answers_markdown',
-           'study_answers', 'answers_table', 'load_miniature', 'regime_table', 'tiny_models_table', 'expected_run_ids',
-           'missing_runs', 'missing_markdown', 'reference_points', 'epoch_table', 'weight_config', 'weights_table',
-           'asynchrony_table', 'audit_pairs', 'audit_table', 'reproduce_commands']
+__all__ = ['DV_LABEL', 'GROUP_LABEL', 'VARIANTS', 'GAIN', 'LOSS', 'NO_DIFF', 'FEW_PAIRS', 'NOT_MEASURED', 'IDENTICAL',
+           'NOT_REPLICATED', 'DETECT_FACTOR', 'PAIRED_ENDPOINTS', 'CONTROL', 'ANSWER_COLUMNS', 'AUDIT', 'load_results',
+           'row_role', 'variant_of', 'annotate', 'main_runs', 'epoch_summaries', 'per_sample_probs', 'read_steps',
+           'gib_column', 'method_table', 'compare_variants', 'bootstrap_ci', 'detectable_effect', 'interval_verdict',
+           'hierarchical_ci', 'split_halves', 'replication_verdict', 'replicated_difference', 'endpoints_from_results',
+           'paired_comparisons', 'pair_table', 'positive_control', 'answers_markdown', 'study_answers', 'answers_table',
+           'load_miniature', 'regime_table', 'tiny_models_table', 'expected_run_ids', 'missing_runs',
+           'missing_markdown', 'reference_points', 'epoch_table', 'weight_config', 'weights_table', 'asynchrony_table',
+           'audit_pairs', 'audit_table', 'reproduce_commands']
 
 # %% ../nbs/15_tables.ipynb #e860d0f8
 def load_results(results_csv) -> pd.DataFrame:
@@ -45,7 +45,6 @@ def load_results(results_csv) -> pd.DataFrame:
 # %% ../nbs/15_tables.ipynb #ceb26eec
 DV_LABEL, GROUP_LABEL = VARIANT_LABELS["dv"], VARIANT_LABELS["group"]   # the variant labels (the base's: vocab.BASE_VARIANT)
 VARIANTS = (BASE_VARIANT, DV_LABEL, GROUP_LABEL)
-BASE, DV, GROUP = VARIANTS   # old names, kept only for nbs/16_report.ipynb until it imports the three above (issue 23)
 _RETAIN = {"retain", "retain_eval", "retain_model"}
 _TARGET = {"target", "target_eval", "full", "original", "finetuned"}
 

@@ -22,7 +22,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from baldro_nb.data import QACollator
 from baldro_nb.objectives import token_nll, seq_stats, npo, tnpo
-from baldro_nb.reweighting import take
+from baldro_nb.reweighting import select_rows
 from baldro_nb.training import resolve_method, unlearn_loss, RefCache, LiveRef
 
 
@@ -118,7 +118,7 @@ def main():
     def group_step(grad):
         lbar = rank(grad)                                   # with grad: graph alive until the step returns (as the reference)
         sel = torch.topk(-lbar.detach(), rw.k(B)).indices.sort().values.tolist()
-        fs, rs = take(f, sel), take(r, sel)
+        fs, rs = select_rows(f, sel), select_rows(r, sel)
         nll, mask = token_nll(model(input_ids=fs["input_ids"], attention_mask=fs["attention_mask"]).logits, fs["labels"])
         loss = npo(nll, mask, cache.forget_logp(fs, mask)).per_sample.mean() + model(**{k: rs[k] for k in ("input_ids", "attention_mask", "labels")}).loss
         return loss + 0 * lbar.sum() if grad else loss      # keep the ranking graph referenced until backward

@@ -361,12 +361,12 @@ def test_diverging_run_stops_at_its_first_non_finite_loss_and_says_so(proj):
 
 # ------------------------------------------------------------------------------------- unreadable inputs named
 def test_retain_log_not_json_names_the_path_and_the_fix(tmp_path, monkeypatch):
-    from baldro_nb.evaluation import epoch0_cache_dir, load_retain_auc, load_retain_logs
+    from baldro_nb.evaluation import epoch0_cache_dir, load_retain_auc, retain_truth_ratios
     monkeypatch.setenv("BALDRO_OUTPUTS", str(tmp_path/"outputs"))
     log = tmp_path/"retain_logs/m_retain99/TOFU_EVAL.json"; log.parent.mkdir(parents=True); log.write_text('{"forget_truth_ratio": ')
     (tmp_path/"target").mkdir(); (tmp_path/"target/w.bin").write_text("x")
     for f in (lambda: epoch0_cache_dir("m", tmp_path/"target", log, forget_split="forget01"),   # the unlearn notebook's first read
-              lambda: load_retain_logs(log, "forget01", 40), lambda: load_retain_auc(log.parent)):
+              lambda: retain_truth_ratios(log, "forget01", 40), lambda: load_retain_auc(log.parent)):
         with pytest.raises(BaldroError) as e: f()
         assert f"retain log {str(log)!r} is not valid JSON (JSONDecodeError" in str(e.value) and "Fix: evaluate the retain model" in str(e.value)
 
