@@ -13,8 +13,7 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from .core import check, atomic_write, write_json, repo_root, outputs_dir
-from .vocab import RESULTS_CSV, RUNS_DIR, REPORT_DIR
-from .vocab import BASE_VARIANT
+from .vocab import RESULTS_CSV, RUNS_DIR, REPORT_DIR, BASE_VARIANT
 from .tables import DV_LABEL, GROUP_LABEL, VARIANTS, _gmean, load_results, main_runs, gib_column, method_table
 from .tables import GAIN, LOSS, NO_DIFF, FEW_PAIRS, NOT_MEASURED, IDENTICAL
 from .tables import per_sample_probs, reference_points, epoch_table, weights_table
