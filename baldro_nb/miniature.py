@@ -8,6 +8,7 @@ import math, shutil, time
 from pathlib import Path
 
 import numpy as np
+from fastcore.basics import patch
 from transformers import TrainerCallback
 
 from .core import check, read_json, write_json
@@ -46,11 +47,13 @@ def pick_lr(reached: dict, kept: dict | None = None) -> tuple[float, str]:
             return lr, f"smallest rate of {lrs} that reached the retain model's forget probability (step {reached[lr]}) with model utility kept"
     return lrs[-1], f"none of {lrs} reached the retain model's forget probability within the cap, all kept model utility: the largest"
 
+# %% ../nbs/18_miniature.ipynb #135ff9fe
 def run_length(forgotten_step, max_steps: int, overshoot: float = 1.5, min_steps: int = 10) -> int:
     "Steps every run of the objective takes: `overshoot` × the calibration run's forgetting step, within [min_steps, max_steps]; `max_steps` when it never forgot."
     if forgotten_step is None: return int(max_steps)
     return int(min(max_steps, max(min_steps, math.ceil(overshoot * forgotten_step))))
 
+# %% ../nbs/18_miniature.ipynb #b3008fb6
 def calibrate_beta_dv(per_sample_losses, floor: float = 1e-4) -> float:
     "β_dv = the median over micro-batches of the (population) standard deviation of the per-sample forget losses; at least `floor`."
     sds = [float(np.std(np.asarray(l, dtype=np.float64))) for l in per_sample_losses if len(l) >= 2]
@@ -65,6 +68,7 @@ def utility_point(model, tokenizer, template, source, forget_split: str, batch_s
                           sets=("retain", "ra", "wf"), generate=True, max_new_tokens=max_new_tokens, share_prompts=True)
     return su.get("model_utility")
 
+# %% ../nbs/18_miniature.ipynb #5cf4e81e
 def eval_point(model, tokenizer, template, source, forget_split: str, retain_tr, full: bool = False, batch_size: int = 64,
                max_new_tokens: int = 32, gibberish: bool = False) -> tuple[dict, list]:
     "(summary, per-row forget probabilities) of the model now: forget-only; model utility too when `full`; the forget generations' gibberish score when `gibberish`."
@@ -80,6 +84,7 @@ def eval_point(model, tokenizer, template, source, forget_split: str, retain_tr,
            "gibberish_clean_prob": s.get("gibberish_clean_prob") if gibberish else None}
     return out, probs
 
+# %% ../nbs/18_miniature.ipynb #5bb0dbfe
 class AnswerProb:
     "The forget set's `Q_A_Prob` (mean over rows of exp(−mean answer-token NLL)) of a model, scoring the answers only."
     def __init__(self, tokenizer, template, source, forget_split: str, batch_size: int = 64):
@@ -88,9 +93,12 @@ class AnswerProb:
         self.seqs, self.starts = [es.seqs[j] for j in ix], [es.starts[j] for j in ix]
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.bs = batch_size
-    def __call__(self, model) -> float:
-        sc = score_sequences(model, self.seqs, self.starts, self.pad, self.bs)
-        return prob_agg(np.exp(-np.asarray(sc.avg_loss, dtype=np.float64)))
+
+# %% ../nbs/18_miniature.ipynb #bbccecf6
+@patch
+def __call__(self: AnswerProb, model) -> float:
+    sc = score_sequences(model, self.seqs, self.starts, self.pad, self.bs)
+    return prob_agg(np.exp(-np.asarray(sc.avg_loss, dtype=np.float64)))
 
 # %% ../nbs/18_miniature.ipynb #2663b26a
 class TrajectoryCallback(TrainerCallback):
@@ -99,28 +107,36 @@ class TrajectoryCallback(TrainerCallback):
         self.evaluate, self.utility, self.fq, self.mu = evaluate, utility, set(fq_steps), set(mu_steps)
         self.retain_prob, self.mu_floor = retain_prob, mu_floor
         self.records, self.probs, self.stop_reason, self.forgotten_step, self.keep = [], {}, "length", None, keep_probs
-    def add(self, step: int, rec: dict, probs=None):
-        self.records.append({"step": int(step), **rec})
-        if self.keep and probs is not None: self.probs[int(step)] = probs
-        p = rec.get("forget_Q_A_Prob")
-        if self.forgotten_step is None and p is not None and p <= self.retain_prob: self.forgotten_step = int(step)
-    def on_step_end(self, args, state, control, model=None, **kw):
-        s = state.global_step
-        if s not in self.fq: return
-        rec, probs = self.evaluate(model, full=s in self.mu, gibberish=s == max(self.fq))
-        first_forgotten = self.forgotten_step is None and rec["forget_Q_A_Prob"] is not None and rec["forget_Q_A_Prob"] <= self.retain_prob
-        if first_forgotten and rec["model_utility"] is None: rec["model_utility"] = self.utility(model)   # the forget set is scored already
-        self.add(s, rec, probs)
-        mu = rec.get("model_utility")
-        if mu is not None and mu < self.mu_floor:
-            self.stop_reason = "utility"; control.should_training_stop = True
 
+# %% ../nbs/18_miniature.ipynb #2ffa48d4
+@patch
+def add(self: TrajectoryCallback, step: int, rec: dict, probs=None):
+    self.records.append({"step": int(step), **rec})
+    if self.keep and probs is not None: self.probs[int(step)] = probs
+    p = rec.get("forget_Q_A_Prob")
+    if self.forgotten_step is None and p is not None and p <= self.retain_prob: self.forgotten_step = int(step)
+
+# %% ../nbs/18_miniature.ipynb #a9296d0a
+@patch
+def on_step_end(self: TrajectoryCallback, args, state, control, model=None, **kw):
+    s = state.global_step
+    if s not in self.fq: return
+    rec, probs = self.evaluate(model, full=s in self.mu, gibberish=s == max(self.fq))
+    first_forgotten = self.forgotten_step is None and rec["forget_Q_A_Prob"] is not None and rec["forget_Q_A_Prob"] <= self.retain_prob
+    if first_forgotten and rec["model_utility"] is None: rec["model_utility"] = self.utility(model)   # the forget set is scored already
+    self.add(s, rec, probs)
+    mu = rec.get("model_utility")
+    if mu is not None and mu < self.mu_floor:
+        self.stop_reason = "utility"; control.should_training_stop = True
+
+# %% ../nbs/18_miniature.ipynb #207ea747
 class StopAt(TrainerCallback):
     "Stop training after optimizer step `n` (the learning-rate schedule keeps its own length)."
     def __init__(self, n: int): self.n = int(n)
     def on_step_end(self, args, state, control, **kw):
         if state.global_step >= self.n: control.should_training_stop = True
 
+# %% ../nbs/18_miniature.ipynb #5beacb19
 class CalibrationCallback(TrainerCallback):
     """Watch the forget `Q_A_Prob` (every `every` steps) until it is at or below `retain_prob`; from that step `s` on,
     train on to step `then(s)` (the run length the objective's runs will get; default: stop at once)."""
@@ -163,87 +179,103 @@ def endpoints(records: list[dict], target_mu: float, mu_keep: float = 0.95, stop
 # %% ../nbs/18_miniature.ipynb #1f360ab3
 class MiniatureCell:
     "Everything one model × objective shares; `calibrate()` then `run(variant, seed)`."
-    def __init__(self, model, tokenizer, template, forget_ds, retain_ds, *, objective: str, source, forget_split: str,
-                 retain_tr, retain_prob: float, out_dir, compat: str = "corrected", training: str = "fork_fast",
-                 batch_size: int = 4, grad_accum: int = 1, weight_decay: float = 0.01, max_steps: int = 60,
-                 fq_points: int = 10, mu_points: int = 4, overshoot: float = 1.5, mu_floor: float = 0.8, mu_keep: float = 0.95,
-                 eval_batch_size: int = 64, max_new_tokens: int = 32, method_params: dict | None = None):
-        self.m, self.tok, self.tpl, self.fds, self.rds = model, tokenizer, template, forget_ds, retain_ds
-        self.objective, self.source, self.split, self.compat, self.training = objective, source, forget_split, compat, training
-        self.retain_tr, self.retain_prob, self.out = np.asarray(retain_tr, dtype=np.float64), float(retain_prob), Path(out_dir)
-        self.B, self.GA, self.wd, self.max_steps = batch_size, grad_accum, weight_decay, max_steps
-        self.fq_points, self.mu_points, self.overshoot, self.mu_floor, self.mu_keep = fq_points, mu_points, overshoot, mu_floor, mu_keep
-        self.ebs, self.mnt, self.mp = eval_batch_size, max_new_tokens, dict(method_params or {})
-        self.sd0 = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        self.point0, self.probs0 = self.evaluate(model, full=True, gibberish=True)
-        self.target_mu = self.point0["model_utility"]
-        self.lr = self.beta_dv = self.n_steps = None; self.calibration = {}
 
-    def evaluate(self, model, full: bool = False, gibberish: bool = False):
-        return eval_point(model, self.tok, self.tpl, self.source, self.split, self.retain_tr, full, self.ebs, self.mnt, gibberish)
-    def utility(self, model): return utility_point(model, self.tok, self.tpl, self.source, self.split, self.ebs, self.mnt)
+# %% ../nbs/18_miniature.ipynb #9779ae9c
+@patch
+def __init__(self: MiniatureCell, model, tokenizer, template, forget_ds, retain_ds, *, objective: str, source, forget_split: str,
+             retain_tr, retain_prob: float, out_dir, compat: str = "corrected", training: str = "fork_fast",
+             batch_size: int = 4, grad_accum: int = 1, weight_decay: float = 0.01, max_steps: int = 60,
+             fq_points: int = 10, mu_points: int = 4, overshoot: float = 1.5, mu_floor: float = 0.8, mu_keep: float = 0.95,
+             eval_batch_size: int = 64, max_new_tokens: int = 32, method_params: dict | None = None):
+    self.m, self.tok, self.tpl, self.fds, self.rds = model, tokenizer, template, forget_ds, retain_ds
+    self.objective, self.source, self.split, self.compat, self.training = objective, source, forget_split, compat, training
+    self.retain_tr, self.retain_prob, self.out = np.asarray(retain_tr, dtype=np.float64), float(retain_prob), Path(out_dir)
+    self.B, self.GA, self.wd, self.max_steps = batch_size, grad_accum, weight_decay, max_steps
+    self.fq_points, self.mu_points, self.overshoot, self.mu_floor, self.mu_keep = fq_points, mu_points, overshoot, mu_floor, mu_keep
+    self.ebs, self.mnt, self.mp = eval_batch_size, max_new_tokens, dict(method_params or {})
+    self.sd0 = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    self.point0, self.probs0 = self.evaluate(model, full=True, gibberish=True)
+    self.target_mu = self.point0["model_utility"]
+    self.lr = self.beta_dv = self.n_steps = None; self.calibration = {}
 
-    def method(self, reweighting: str = "mean", direction=None, pool=None, beta_dv=None, alpha=None):
-        "The method of one variant; `alpha` overrides the retain term's weight (0: the forget-only control arm)."
-        mp = {**self.mp, **({} if alpha is None else {"alpha": float(alpha)})}
-        return method_from_params(self.objective, reweighting, self.compat, self.training, direction=direction, pool=pool,
-                                  beta_dv=beta_dv if reweighting == "dv" else None, **mp)
+# %% ../nbs/18_miniature.ipynb #dcfa4977
+@patch
+def evaluate(self: MiniatureCell, model, full: bool = False, gibberish: bool = False):
+    return eval_point(model, self.tok, self.tpl, self.source, self.split, self.retain_tr, full, self.ebs, self.mnt, gibberish)
 
-    def _train(self, method, out, lr, n_steps, seed, callbacks):
-        "Train from the target's weights; the rate decays linearly over `max_steps` (calibration and runs share it), training stops after `n_steps`."
-        self.m.load_state_dict(self.sd0)
-        tr = unlearn(self.m, self.tok, self.fds, self.rds, method, out, lr=lr, epochs=1, max_steps=int(self.max_steps), batch_size=self.B,
-                     grad_accum=self.GA, seed=seed, compat=self.compat, weight_decay=self.wd, warmup_epochs=0.0,
-                     callbacks=[*callbacks, StopAt(n_steps)], disable_tqdm=True)
-        shutil.rmtree(Path(out)/"trainer", ignore_errors=True)
-        return tr
+# %% ../nbs/18_miniature.ipynb #8a3ce52e
+@patch
+def utility(self: MiniatureCell, model): return utility_point(model, self.tok, self.tpl, self.source, self.split, self.ebs, self.mnt)
 
-    def calibrate(self, lr_grid, seed: int = 0, every: int = 1, beta_dv_rule: str = "spread") -> dict:
-        "The learning rate (`pick_lr`: up `lr_grid` until a base run reaches the retain forget probability with utility kept), the run length and β_dv (rule 'spread', or 'preset')."
-        f, grid = self.out/"calibration.json", sorted(map(float, lr_grid))
-        if f.exists():
-            c = read_json(f)
-            if (c.get("lr_grid"), c.get("beta_dv_rule"), c.get("mu_keep")) == (grid, beta_dv_rule, self.mu_keep):
-                self.calibration = c; self.lr, self.n_steps, self.beta_dv = c["lr"], c["n_steps"], c["beta_dv"]; return c
-        ap, reached, kept, mus, ends, traces, logs = AnswerProb(self.tok, self.tpl, self.source, self.split, self.ebs), {}, {}, {}, {}, {}, {}
-        length = lambda s: run_length(s, self.max_steps, self.overshoot, self.fq_points)
-        for lr in grid:
-            cb = CalibrationCallback(ap, self.retain_prob, every, then=length)
-            tr = self._train(self.method(), self.out/"calibration"/f"lr{lr:g}", lr, self.max_steps, seed, [cb])
-            reached[lr], traces[lr], logs[lr], ends[lr] = cb.reached, cb.trace, tr.step_log, cb.last
-            mus[lr] = self.utility(self.m); kept[lr] = mus[lr] >= self.mu_keep * self.target_mu   # where its runs would end
-            if cb.reached is not None or not kept[lr]: break
-        self.lr, why = pick_lr(reached, kept)
-        self.n_steps = run_length(reached[self.lr], self.max_steps, self.overshoot, self.fq_points)
-        upto = reached[self.lr] or self.max_steps    # β_dv from the steps up to the forgetting step, as before the run went on
-        spread = calibrate_beta_dv([l["per_sample_loss"] for l in logs[self.lr] if l["step"] <= upto])
-        self.beta_dv = spread if beta_dv_rule == "spread" else None
-        self.calibration = {"lr_grid": grid, "lr": self.lr, "lr_rule": why, "reached": {str(k): v for k, v in reached.items()},
-            "mu_keep": self.mu_keep, "end_step": {str(k): v for k, v in ends.items()}, "mu_at_end": {str(k): v for k, v in mus.items()}, "kept": {str(k): v for k, v in kept.items()},
-            "n_steps": self.n_steps, "run_length_rule": f"{self.overshoot} x step reached, within [{self.fq_points}, {self.max_steps}]",
-            "beta_dv_rule": beta_dv_rule, "beta_dv": self.beta_dv, "loss_spread": spread, "retain_forget_prob": self.retain_prob,
-            "target_mu": self.target_mu, "trace": {str(k): v for k, v in traces.items()}}
-        write_json(f, self.calibration)
-        return self.calibration
+# %% ../nbs/18_miniature.ipynb #852cd80a
+@patch
+def method(self: MiniatureCell, reweighting: str = "mean", direction=None, pool=None, beta_dv=None, alpha=None):
+    "The method of one variant; `alpha` overrides the retain term's weight (0: the forget-only control arm)."
+    mp = {**self.mp, **({} if alpha is None else {"alpha": float(alpha)})}
+    return method_from_params(self.objective, reweighting, self.compat, self.training, direction=direction, pool=pool,
+                              beta_dv=beta_dv if reweighting == "dv" else None, **mp)
 
-    def run(self, reweighting: str = "mean", seed: int = 0, direction=None, pool=None, keep_probs: bool = False, alpha=None) -> dict:
-        "One trajectory (resumed from `runs/<variant>__seed<k>.json` when it exists): {variant, seed, records, probs, endpoints, steps}."
-        check(self.lr is not None, "the cell is not calibrated.", "call calibrate() first.")
-        variant = variant_label(dict(reweighting=reweighting, direction=direction, pool=pool, alpha=alpha))
-        f = self.out/"runs"/f"{variant}__seed{seed}.json"
-        if f.exists(): return read_json(f)
-        method = self.method(reweighting, direction, pool, self.beta_dv, alpha)
-        fq, mu = eval_schedule(self.n_steps, self.fq_points, self.mu_points)
-        cb = TrajectoryCallback(self.evaluate, self.utility, fq, mu, self.retain_prob, self.mu_floor * self.target_mu, keep_probs)
-        cb.add(0, self.point0, self.probs0)
-        t0 = time.time()
-        tr = self._train(method, self.out/"runs"/f"{variant}__seed{seed}", self.lr, self.n_steps, seed, [cb])
-        steps = tr.step_log; ess = {l["step"]: l.get("ess_frac") for l in steps}
-        for r in cb.records: r["ess_frac"] = ess.get(r["step"])
-        ep = endpoints(cb.records, self.target_mu, self.mu_keep, cb.stop_reason, cb.forgotten_step)
-        ep.update(reweighting=reweighting, direction=direction, lr=self.lr, beta_dv=method.reweighting_hp.get("beta_dv"),
-                  min_ess_frac=steps_summary(steps)["min_ess_frac"], train_s=round(time.time() - t0, 2))
-        res = {"variant": variant, "seed": seed, "records": cb.records, "probs": {str(k): v for k, v in cb.probs.items()},
-               "endpoints": ep, "method": method.to_dict()}
-        write_json(f, res)
-        return res
+# %% ../nbs/18_miniature.ipynb #1f8084dd
+@patch
+def _train(self: MiniatureCell, method, out, lr, n_steps, seed, callbacks):
+    "Train from the target's weights; the rate decays linearly over `max_steps` (calibration and runs share it), training stops after `n_steps`."
+    self.m.load_state_dict(self.sd0)
+    tr = unlearn(self.m, self.tok, self.fds, self.rds, method, out, lr=lr, epochs=1, max_steps=int(self.max_steps), batch_size=self.B,
+                 grad_accum=self.GA, seed=seed, compat=self.compat, weight_decay=self.wd, warmup_epochs=0.0,
+                 callbacks=[*callbacks, StopAt(n_steps)], disable_tqdm=True)
+    shutil.rmtree(Path(out)/"trainer", ignore_errors=True)
+    return tr
+
+# %% ../nbs/18_miniature.ipynb #b87360eb
+@patch
+def calibrate(self: MiniatureCell, lr_grid, seed: int = 0, every: int = 1, beta_dv_rule: str = "spread") -> dict:
+    "The learning rate (`pick_lr`: up `lr_grid` until a base run reaches the retain forget probability with utility kept), the run length and β_dv (rule 'spread', or 'preset')."
+    f, grid = self.out/"calibration.json", sorted(map(float, lr_grid))
+    if f.exists():
+        c = read_json(f)
+        if (c.get("lr_grid"), c.get("beta_dv_rule"), c.get("mu_keep")) == (grid, beta_dv_rule, self.mu_keep):
+            self.calibration = c; self.lr, self.n_steps, self.beta_dv = c["lr"], c["n_steps"], c["beta_dv"]; return c
+    ap, reached, kept, mus, ends, traces, logs = AnswerProb(self.tok, self.tpl, self.source, self.split, self.ebs), {}, {}, {}, {}, {}, {}
+    length = lambda s: run_length(s, self.max_steps, self.overshoot, self.fq_points)
+    for lr in grid:
+        cb = CalibrationCallback(ap, self.retain_prob, every, then=length)
+        tr = self._train(self.method(), self.out/"calibration"/f"lr{lr:g}", lr, self.max_steps, seed, [cb])
+        reached[lr], traces[lr], logs[lr], ends[lr] = cb.reached, cb.trace, tr.step_log, cb.last
+        mus[lr] = self.utility(self.m); kept[lr] = mus[lr] >= self.mu_keep * self.target_mu   # where its runs would end
+        if cb.reached is not None or not kept[lr]: break
+    self.lr, why = pick_lr(reached, kept)
+    self.n_steps = run_length(reached[self.lr], self.max_steps, self.overshoot, self.fq_points)
+    upto = reached[self.lr] or self.max_steps    # β_dv from the steps up to the forgetting step, as before the run went on
+    spread = calibrate_beta_dv([l["per_sample_loss"] for l in logs[self.lr] if l["step"] <= upto])
+    self.beta_dv = spread if beta_dv_rule == "spread" else None
+    self.calibration = {"lr_grid": grid, "lr": self.lr, "lr_rule": why, "reached": {str(k): v for k, v in reached.items()},
+        "mu_keep": self.mu_keep, "end_step": {str(k): v for k, v in ends.items()}, "mu_at_end": {str(k): v for k, v in mus.items()}, "kept": {str(k): v for k, v in kept.items()},
+        "n_steps": self.n_steps, "run_length_rule": f"{self.overshoot} x step reached, within [{self.fq_points}, {self.max_steps}]",
+        "beta_dv_rule": beta_dv_rule, "beta_dv": self.beta_dv, "loss_spread": spread, "retain_forget_prob": self.retain_prob,
+        "target_mu": self.target_mu, "trace": {str(k): v for k, v in traces.items()}}
+    write_json(f, self.calibration)
+    return self.calibration
+
+# %% ../nbs/18_miniature.ipynb #8adb6c5f
+@patch
+def run(self: MiniatureCell, reweighting: str = "mean", seed: int = 0, direction=None, pool=None, keep_probs: bool = False, alpha=None) -> dict:
+    "One trajectory (resumed from `runs/<variant>__seed<k>.json` when it exists): {variant, seed, records, probs, endpoints, steps}."
+    check(self.lr is not None, "the cell is not calibrated.", "call calibrate() first.")
+    variant = variant_label(dict(reweighting=reweighting, direction=direction, pool=pool, alpha=alpha))
+    f = self.out/"runs"/f"{variant}__seed{seed}.json"
+    if f.exists(): return read_json(f)
+    method = self.method(reweighting, direction, pool, self.beta_dv, alpha)
+    fq, mu = eval_schedule(self.n_steps, self.fq_points, self.mu_points)
+    cb = TrajectoryCallback(self.evaluate, self.utility, fq, mu, self.retain_prob, self.mu_floor * self.target_mu, keep_probs)
+    cb.add(0, self.point0, self.probs0)
+    t0 = time.time()
+    tr = self._train(method, self.out/"runs"/f"{variant}__seed{seed}", self.lr, self.n_steps, seed, [cb])
+    steps = tr.step_log; ess = {l["step"]: l.get("ess_frac") for l in steps}
+    for r in cb.records: r["ess_frac"] = ess.get(r["step"])
+    ep = endpoints(cb.records, self.target_mu, self.mu_keep, cb.stop_reason, cb.forgotten_step)
+    ep.update(reweighting=reweighting, direction=direction, lr=self.lr, beta_dv=method.reweighting_hp.get("beta_dv"),
+              min_ess_frac=steps_summary(steps)["min_ess_frac"], train_s=round(time.time() - t0, 2))
+    res = {"variant": variant, "seed": seed, "records": cb.records, "probs": {str(k): v for k, v in cb.probs.items()},
+           "endpoints": ep, "method": method.to_dict()}
+    write_json(f, res)
+    return res
