@@ -29,6 +29,7 @@ FORK_PRELOAD = ("torch", "transformers", "datasets", "baldro_nb.data", "baldro_n
                 "baldro_nb.training", "baldro_nb.evaluation", "baldro_nb.vocab", "rouge_score.rouge_scorer",
                 "ipykernel.kernelapp")
 
+# %% ../nbs/12_forkserver.ipynb #a7f0c114
 def _fork_child(srv, conn, req: dict, fds: list[int], server: int):
     "In the forked child of the fork server (pid `server`): become the kernel papermill asked for (never returns)."
     try:
@@ -46,6 +47,7 @@ def _fork_child(srv, conn, req: dict, fds: list[int], server: int):
         IPKernelApp.launch_instance(argv=argv)
     finally: os._exit(0)
 
+# %% ../nbs/12_forkserver.ipynb #a7f0c116
 def fork_server_main(path: str, preload=FORK_PRELOAD):
     "The fork server: import `preload`, listen on the unix socket `path`, fork one kernel per request."
     import importlib, socket
@@ -74,6 +76,7 @@ def fork_server_main(path: str, preload=FORK_PRELOAD):
         except Exception as e: print(f"fork server: request failed: {e}", file=sys.stderr)
         finally: conn.close()
 
+# %% ../nbs/12_forkserver.ipynb #a7f0c118
 class ForkServer:
     "Start a fork server (`python -m baldro_nb.forkserver`) in a child process; its socket `path`, `ready(timeout)`, `stop()`."
     def __init__(self, env: dict | None = None, cwd=None, preload=FORK_PRELOAD):
@@ -103,6 +106,7 @@ def fork_kernel(path: str, argv: list[str], env: dict, cwd: str) -> int:
         socket.send_fds(s, [json.dumps({"argv": list(argv), "env": dict(env), "cwd": str(cwd)}).encode()], [1, 2])
         return int(json.loads(s.recv(4096))["pid"])
 
+# %% ../nbs/12_forkserver.ipynb #a7f0c11a
 class _Forked:
     "A `Popen`-like handle on a forked kernel (the fork server is its parent, not us: liveness comes from psutil)."
     def __init__(self, pid: int): self.pid, self.returncode, self.stdin, self.stdout, self.stderr = pid, None, None, None, None
@@ -126,14 +130,17 @@ class _Forked:
     def kill(self): self.send_signal(signal.SIGKILL)
     def terminate(self): self.send_signal(signal.SIGTERM)
 
+# %% ../nbs/12_forkserver.ipynb #a7f0c11c
 LIVE_KERNELS: dict[int, int] = {}   # kernels this process launched: pid -> process group (the caller forgets them)
 KERNEL_HOOKS: list = []              # called with each new kernel's pid, right after it started
 
+# %% ../nbs/12_forkserver.ipynb #a7f0c11d
 def _launched(pid: int | None, pgid: int | None):
     if not pid: return
     LIVE_KERNELS[int(pid)] = int(pgid or pid)
     for hook in list(KERNEL_HOOKS): hook(int(pid))
 
+# %% ../nbs/12_forkserver.ipynb #a7f0c121
 def signal_kernels(sig) -> int:
     "Send `sig` to the process group of every kernel in `LIVE_KERNELS` (gone ones are forgotten); returns how many got it."
     n = 0
@@ -145,6 +152,7 @@ def signal_kernels(sig) -> int:
         except (ProcessLookupError, PermissionError): LIVE_KERNELS.pop(pid, None)
     return n
 
+# %% ../nbs/12_forkserver.ipynb #a7f0c125
 @lru_cache(None)
 def warm_kernel_manager():
     "An `AsyncKernelManager` that forks `ipykernel_launcher` kernels from `$BALDRO_FORK_SERVER` (else starts them as usual) and records them in `LIVE_KERNELS`."
