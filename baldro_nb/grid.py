@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_grid.ipynb #0f035be6
 from __future__ import annotations
-import ast, itertools, json, math, os
+import ast, itertools, json, os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -13,24 +13,26 @@ import yaml
 
 from .core import BaldroError, check, read_yaml, run_id, repo_root
 from .fingerprint import check_retain_identity, content_digest
-from .vocab import (HUB_ID, RUNS_DIR, CACHE_DIR, FORGET_SPLITS, MODEL_NAMES, REWEIGHTINGS, REWEIGHTING_PARAMS, DIRECTIONS, POOLS, UNITS, COMPATS, STAGES, DTYPES,
-                             ATTN_IMPLEMENTATIONS, objective_key, method_label, model_rel, retain_log_rel, retain_stage, parse_source)
+from .schema import PARAM_SCHEMA, coerce_param, normalise_params
+from .vocab import (HUB_ID, RUNS_DIR, CACHE_DIR, FORGET_SPLITS, MODEL_NAMES, REWEIGHTINGS, DIRECTIONS, POOLS, COMPATS,
+                             objective_key, method_label, model_rel, retain_log_rel, retain_stage, parse_source)
 
 # %% auto #0
-__all__ = ['RESERVED', 'NEED_PARAMS', 'KINDS', 'PARAM_SCHEMA', 'LIST_PARAMS', 'NAME_CHECKS', 'expand_subgrid', 'expand_grid',
-           'Kind', 'artefact_path', 'artefact_name', 'Param', 'coerce_param', 'normalise_params', 'resolve_run',
-           'notebook_params', 'notebook_defaults', 'run_method', 'validate', 'run_dependencies', 'plan',
-           'key_by_providers', 'input_params', 'load_runs']
+__all__ = ['RESERVED', 'NEED_PARAMS', 'KINDS', 'NAME_CHECKS', 'expand_subgrid', 'expand_grid', 'Kind', 'artefact_path',
+           'artefact_name', 'resolve_run', 'notebook_params', 'notebook_defaults', 'run_method', 'validate',
+           'run_dependencies', 'plan', 'key_by_providers', 'input_params', 'load_runs']
 
 # %% ../nbs/11_grid.ipynb #850738e3
 RESERVED = ("kind", "notebook", "defaults", "axes", "include", "exclude", "name")
 
+# %% ../nbs/11_grid.ipynb #85073802
 def _product(axes: dict) -> list[dict]:
     "Every combination of `axes` (scalars count as one-value axes), in the given key order."
     keys = list(axes)
     vals = [v if isinstance(v, list) else [v] for v in axes.values()]
     return [dict(zip(keys, combo)) for combo in itertools.product(*vals)]
 
+# %% ../nbs/11_grid.ipynb #85073805
 def _matches(p: dict, pattern: dict) -> bool:
     "True if `p` agrees with every key of `pattern` (a list in the pattern means any of its values)."
     for k, v in pattern.items():
@@ -40,6 +42,7 @@ def _matches(p: dict, pattern: dict) -> bool:
         elif pv != v: return False
     return True
 
+# %% ../nbs/11_grid.ipynb #85073808
 def expand_subgrid(sub: dict, defaults: dict | None = None) -> list[dict]:
     "Runs (`{'kind', 'notebook', 'params'}`) of one sub-grid."
     check(isinstance(sub, dict) and "kind" in sub, f"every grid entry needs a `kind`, got {sub!r}.",
@@ -74,6 +77,7 @@ def expand_subgrid(sub: dict, defaults: dict | None = None) -> list[dict]:
     check(runs, "this entry makes no runs: its `exclude` patterns drop every point.", "loosen `exclude` or remove the entry.")
     return runs
 
+# %% ../nbs/11_grid.ipynb #8507380b
 def expand_grid(spec: dict) -> list[dict]:
     "All runs of a grid spec (or the single run of a run definition)."
     check(isinstance(spec, dict), f"a params file must hold a YAML mapping, got {type(spec).__name__}.",
@@ -110,8 +114,10 @@ class Kind:
     publish: callable = lambda p: []   # [(path in the run folder, artefact under outputs)] linked after success
     requires: tuple = ("model",)       # parameters every run of the kind must set (its artefacts are named after them)
 
+# %% ../nbs/11_grid.ipynb #fa84a17c
 def _complete(r) -> bool: return all(r["params"].get(k) is not None for k in KINDS[r["kind"]].requires)
 
+# %% ../nbs/11_grid.ipynb #fa84a17e
 def _explicit(p, key):
     "An explicit path parameter, as a path relative to `nbs/` (None when unset or a hub id)."
     v = p.get(key)
@@ -119,23 +125,29 @@ def _explicit(p, key):
     if str(v).startswith((".", "/")): return str(v)
     return None  # a hub id: resolved by the notebook, not a local artefact
 
+# %% ../nbs/11_grid.ipynb #fa84a181
 NEED_PARAMS = {"target model": "target_dir", "retain model": "model_dir", "retain log": "retain_log"}   # need -> the notebook's path parameter
 
+# %% ../nbs/11_grid.ipynb #fa84a182
 def _need(p, key, what, default):
     "[(what, artefact)] for a path parameter: explicit local path, default artefact, or nothing for a hub id."
     if p.get(key) and _explicit(p, key) is None: return []  # a hub id: downloaded by the notebook
     return [(what, _explicit(p, key) or ("@", default))]
 
+# %% ../nbs/11_grid.ipynb #fa84a185
 def _pair(p) -> int: return int(p.get("pair") or 0)
 
+# %% ../nbs/11_grid.ipynb #fa84a186
 def _unlearn_needs(p):
     fs = p.get("forget_split", "forget01")
     return (_need(p, "target_dir", "target model", model_rel(p["model"], "full", _pair(p))) +
             _need(p, "retain_log", "retain log", retain_log_rel(p["model"], fs, _pair(p))))
 
+# %% ../nbs/11_grid.ipynb #fa84a187
 def _finetuned(p): return model_rel(p["model"], p.get("stage", "full"), int(p.get("seed") or 0))   # finetune seed k = model pair k
 def _retain_log(p): return retain_log_rel(p["model"], p.get("forget_split", "forget01"), _pair(p))
 
+# %% ../nbs/11_grid.ipynb #fa84a18a
 KINDS: dict[str, Kind] = {
     "finetune": Kind("finetune", "experiments/finetune.ipynb", ("model", "stage", "seed"),
                      provides=lambda p: [("@", _finetuned(p))], publish=lambda p: [("model", _finetuned(p))]),
@@ -155,157 +167,6 @@ def artefact_path(a, root: Path, outputs: Path) -> Path:
     return outputs/a[1] if isinstance(a, tuple) else (Path(root)/"nbs"/a).resolve()
 
 def artefact_name(a) -> str: return f"outputs/{a[1]}" if isinstance(a, tuple) else str(a)
-
-# %% ../nbs/11_grid.ipynb #5c4e2a11
-@dataclass(frozen=True)
-class Param:
-    "How a run parameter is checked: its type, bounds (`gt`, `ge`, `le`) or `choices`, whether null is always allowed, an example (YAML)."
-    type: str                  # float | int | bool | str | dict
-    gt: float | None = None
-    ge: float | None = None
-    le: float | None = None
-    choices: tuple = ()
-    null: bool = False         # null always allowed (otherwise only where the notebook's default is None)
-    example: str = ""
-
-    def describe(self) -> str:
-        "A valid value in words: `a number > 0`, `a whole number >= 1`, `a number in (0, 1]`, `one of [...]`."
-        if self.choices: return f"one of {list(self.choices)}"
-        noun = {"float": "a number", "int": "a whole number", "bool": "true or false", "str": "a string",
-                "dict": "a mapping (key: value)"}[self.type]
-        lo = (f"({self.gt:g}", ">") if self.gt is not None else (f"[{self.ge:g}", ">=") if self.ge is not None else None
-        if lo and self.le is not None: return f"{noun} in {lo[0]}, {self.le:g}]"
-        if lo: return f"{noun} {lo[1]} {lo[0][1:]}"
-        return f"{noun} <= {self.le:g}" if self.le is not None else noun
-
-_F, _I, _S, _B = "float", "int", "str", "bool"
-PARAM_SCHEMA: dict[str, Param] = {
-    # what runs (names with a vocabulary are also checked by NAME_CHECKS; `training` by run_method)
-    "model": Param(_S, example="tiny-llama"), "stage": Param(_S, choices=STAGES), "forget_split": Param(_S, example="forget01"),
-    "data_source": Param(_S, null=True, example='"tofu-mini:40"'), "objective": Param(_S, example="NPO"),
-    "reweighting": Param(_S, example="dv"), "compat": Param(_S, example="corrected"), "direction": Param(_S, example="softmin"),
-    "pool": Param(_S, example="batch"), "training": Param(_S, example="fork_fast"), "retain_reduction": Param(_S, example="token"),
-    # paths (null: the default artefact under outputs/)
-    "out_dir": Param(_S, example="out"), "model_dir": Param(_S, example="../outputs/models/tiny-llama/retain99"),
-    "target_dir": Param(_S, example="../outputs/models/tiny-llama/full"), "log_path": Param(_S, example="retain_log.json"),
-    "retain_log": Param(_S, example="../outputs/retain_logs/tiny-llama_retain99/TOFU_EVAL.json"),
-    "retain_log_check": Param(_B, example="false"),
-    # the schedule (null: the training preset's / the model recipe's value)
-    "lr": Param(_F, gt=0, null=True, example="1.0e-5"), "epochs": Param(_F, gt=0, null=True, example="2"),
-    "batch_size": Param(_I, ge=1, null=True, example="4"), "grad_accum": Param(_I, ge=1, null=True, example="2"),
-    "warmup_ratio": Param(_F, ge=0, le=1, example="0.1"), "weight_decay": Param(_F, ge=0, example="0.01"),
-    "optim": Param(_S, example="adamw_torch"), "seed": Param(_I, ge=0, example="0"),
-    "pair": Param(_I, ge=0, example="1"),   # the model pair (finetune seed) whose target and retain log a run uses
-    # loading the model
-    "dtype": Param(_S, choices=DTYPES), "attn_implementation": Param(_S, choices=ATTN_IMPLEMENTATIONS),
-    "bf16": Param(_B, example="true"), "gradient_checkpointing": Param(_B, example="true"), "load_in_4bit": Param(_B, example="false"),
-    "lora": Param("dict", example="{r: 8, alpha: 16, dropout: 0.05, target_modules: [q_proj, v_proj]}"),
-    # data and evaluation sizes (null: every row)
-    "general": Param(_B, example="true"), "max_rows": Param(_I, ge=1, null=True, example="32"),
-    "eval_rows": Param(_I, ge=1, null=True, example="40"), "eval_batch_size": Param(_I, ge=1, example="32"),
-    "max_new_tokens": Param(_I, ge=1, example="200"), "eval_every_epoch": Param(_B, example="true"),
-    # the method (null: the objective's, reweighting's or training preset's default)
-    "beta_dv": Param(_F, gt=0, example="1.0"), "ratio": Param(_F, gt=0, le=1, example="0.5"),
-    "refresh_every": Param(_I, ge=0, example="1"), "beta": Param(_F, gt=0, example="0.1"), "delta": Param(_F, example="0.0"),
-    "beta1": Param(_F, ge=0, example="5.0"), "beta2": Param(_F, ge=0, example="1.0"),
-    "gamma": Param(_F, ge=0, example="1.0"), "alpha": Param(_F, ge=0, example="1.0"),
-    # the miniature's rules (nbs/18_miniature.ipynb); its lists `variants`, `seeds` and `lr_grid`: LIST_PARAMS below
-    "max_steps": Param(_I, ge=1, example="60"), "fq_points": Param(_I, ge=1, example="10"), "mu_points": Param(_I, ge=2, example="4"),
-    "overshoot": Param(_F, ge=1, example="1.5"), "mu_floor": Param(_F, ge=0, le=1, example="0.8"),
-    "mu_keep": Param(_F, ge=0, le=1, example="0.95"), "beta_dv_rule": Param(_S, choices=("spread", "preset")),
-}
-
-def _show(v) -> str:
-    "A value as the params file would write it (null, true/false; text quoted)."
-    return "null" if v is None else str(v).lower() if isinstance(v, bool) else repr(v)
-
-def _number(v, type_: str):
-    "A number from a number or numeric text (`'1e-3'` → 0.001); a whole float → int for an int. Raises ValueError(problem)."
-    if isinstance(v, bool): raise ValueError("is true/false, not a number")
-    if isinstance(v, str):
-        try: v = float(v.strip())
-        except ValueError: raise ValueError("is not a number") from None
-        if type_ == _F: v = float(v)
-    if not isinstance(v, (int, float)): raise ValueError(f"is a {type(v).__name__}, not a number")
-    if not math.isfinite(v): raise ValueError("is not a finite number")
-    if type_ == _I and isinstance(v, float):
-        if not v.is_integer(): raise ValueError("is not a whole number")
-        v = int(v)
-    return v
-
-def coerce_param(key: str, value, null_ok: bool = True, where: str = "the params file"):
-    "`value` checked against `PARAM_SCHEMA[key]`, as the kernel gets it (numbers from text); a BaldroError naming the key, the value and the fix."
-    if key in LIST_PARAMS: return LIST_PARAMS[key](value, where)
-    s = PARAM_SCHEMA.get(key)
-    if s is None: return value   # not in the schema (e.g. a test notebook's own parameter)
-    def fail(problem):
-        ex = s.example or (s.choices[0] if s.choices else "...")
-        raise BaldroError(f"{key}={_show(value)} {problem}. Fix: write {key}: {ex} ({s.describe()}) in {where}.")
-    if value is None:
-        if null_ok or s.null: return None
-        fail(f"is not allowed (null): this notebook needs {s.describe()}")
-    if s.type in (_F, _I):
-        try: v = _number(value, s.type)
-        except ValueError as e: fail(str(e))
-        if ((s.gt is not None and not v > s.gt) or (s.ge is not None and not v >= s.ge) or (s.le is not None and not v <= s.le)):
-            fail(f"is out of range: {key} must be {s.describe()}")
-        return v
-    ok = {_B: lambda v: isinstance(v, bool), _S: lambda v: isinstance(v, str), "dict": lambda v: isinstance(v, dict)}[s.type]
-    if not ok(value): fail(f"is not {s.describe()}")
-    if s.choices and value not in s.choices: fail(f"is not {s.describe()}")
-    return value
-
-def normalise_params(params: dict) -> dict:
-    "`params` with every value the schema can coerce coerced (others unchanged: `validate` reports them)."
-    out = {}
-    for k, v in params.items():
-        try: out[k] = coerce_param(k, v)
-        except BaldroError: out[k] = v
-    return out
-
-# %% ../nbs/11_grid.ipynb #5c4e2a15
-def _list(key, value, where, example) -> list:
-    if not isinstance(value, (list, tuple)) or not len(value):
-        raise BaldroError(f"{key}={_show(value)} is not a non-empty list. Fix: write {key}: {example} in {where}.")
-    return list(value)
-
-def _once(key, items, shown, where):
-    "Refuse an item listed twice (by its normalised form `shown`)."
-    rep = [x for i, x in enumerate(shown) if x in shown[:i]]
-    if rep: raise BaldroError(f"{key} lists {rep[0]} twice. Fix: list each once in {where}.")
-
-def _each(key, item, value, where, example) -> list:
-    "`value`'s items checked as the single parameter `item`, the error naming the list."
-    try: return [coerce_param(item, x, null_ok=False, where=where) for x in _list(key, value, where, example)]
-    except BaldroError as e:
-        if str(e).startswith(f"{key}="): raise
-        raise BaldroError(f"{key}: {str(e).split('. Fix:')[0]}. Fix: write {key}: {example} in {where}.") from None
-
-def _seeds(value, where="the params file") -> list:
-    v = _each("seeds", "seed", value, where, "[0, 1, 2, 3, 4]")
-    _once("seeds", v, [str(x) for x in v], where + " (a repeated seed would count its pair twice)"); return v
-
-def _lr_grid(value, where="the params file") -> list:
-    v = _each("lr_grid", "lr", value, where, "[1.0e-3, 3.0e-3, 1.0e-2]")
-    _once("lr_grid", v, [repr(x) for x in v], where); return v
-
-def _variants(value, where="the params file") -> list:
-    out = []
-    for x in _list("variants", value, where, "[{reweighting: mean}, {reweighting: dv, direction: softmin}]"):
-        if not isinstance(x, dict) or x.get("reweighting") not in REWEIGHTINGS:
-            raise BaldroError(f"variants: {_show(x)} is not a mapping with a known `reweighting`. Fix: give each variant "
-                              f"`reweighting:` one of {list(REWEIGHTINGS)} in {where}.")
-        extra = sorted(set(x) - {"reweighting", "alpha", *REWEIGHTING_PARAMS[x["reweighting"]]})   # alpha: the retain weight (0: off)
-        if extra: raise BaldroError(f"variants: {_show(x)} has {extra}, which {x['reweighting']} does not take. Fix: use "
-                                    f"{sorted(REWEIGHTING_PARAMS[x['reweighting']]) + ['alpha']} in {where}.")
-        y = {k: coerce_param(k, v, where=where) for k, v in x.items()}
-        for k, chk in (("direction", DIRECTIONS), ("pool", POOLS), ("unit", UNITS)):
-            if y.get(k) is not None and y[k] not in chk:
-                raise BaldroError(f"variants: {k}={_show(y[k])} is not one of {list(chk)}. Fix: correct it in {where}.")
-        out.append(y)
-    _once("variants", out, [json.dumps(x, sort_keys=True) for x in out], where); return out
-
-LIST_PARAMS = {"seeds": _seeds, "lr_grid": _lr_grid, "variants": _variants}
 
 # %% ../nbs/11_grid.ipynb #36f44144
 def resolve_run(run: dict) -> dict:
@@ -332,12 +193,14 @@ def notebook_params(path) -> dict:
     check(path.exists(), f"notebook {path} does not exist.", "check the `kind`/`notebook` of the grid entry.")
     return _inspect(str(path), path.stat().st_mtime)
 
+# %% ../nbs/11_grid.ipynb #20baaf18
 def _one_of(names):
     "A name check against the collection `names`."
     def _check(v):
         check(v in names, f"unknown {{key}} {v!r}.", f"use one of {sorted(names)}.")
     return _check
 
+# %% ../nbs/11_grid.ipynb #20baaf1b
 def notebook_defaults(path) -> dict:
     "The default values of a notebook's parameters that are Python literals (`None`, numbers, strings, lists, dicts)."
     out = {}
@@ -346,6 +209,7 @@ def notebook_defaults(path) -> dict:
         except (ValueError, SyntaxError, KeyError): pass
     return out
 
+# %% ../nbs/11_grid.ipynb #20baaf1e
 def run_method(run: dict, root=None):
     "The method an unlearning run resolves to: its parameters over the notebook's defaults, through the notebook's own call."
     from baldro_nb.training import method_from_params, METHOD_PARAMS   # torch: only when a method is resolved
@@ -353,6 +217,7 @@ def run_method(run: dict, root=None):
     return method_from_params(p.get("objective"), p.get("reweighting"), p.get("compat", "corrected"), p.get("training"),
                               **{k: p.get(k) for k in METHOD_PARAMS})
 
+# %% ../nbs/11_grid.ipynb #20baaf20
 NAME_CHECKS = {
     "model": _one_of(MODEL_NAMES),
     "objective": objective_key,
@@ -363,80 +228,132 @@ NAME_CHECKS = {
     "forget_split": _one_of(FORGET_SPLITS),
 }
 
-# %% ../nbs/11_grid.ipynb #571c124c
-def validate(runs: list[dict], root, outputs) -> None:
-    "Raise a BaldroError naming every problem of a resolved grid before anything runs."
-    root, outputs = Path(root), Path(outputs)
-    errs, seen_nb = [], {}
-    for r in runs:
-        nb = root/"nbs"/r["notebook"]
-        if nb not in seen_nb:
-            if not nb.exists(): errs.append(f"{r['run_id']}: notebook nbs/{r['notebook']} does not exist. Fix: create it or fix the grid's `notebook`/`kind`."); seen_nb[nb] = None
-            else:
-                declared = notebook_params(nb)
-                if not declared:
-                    errs.append(f"nbs/{r['notebook']} has no cell tagged `parameters`: papermill would silently run its defaults. "
-                                "Fix: tag the parameters cell `parameters` (and keep `allowed_cell_metadata_keys = tags` in settings.ini).")
-                seen_nb[nb] = declared
-        declared = seen_nb[nb]
-        rid, where, bad = r["run_id"], r.get("params_file") or "the params file", set()
-        if declared:
-            unknown = sorted(set(r["params"]) - set(declared))
-            if unknown:
-                errs.append(f"{rid}: unknown parameter(s) {unknown} for nbs/{r['notebook']}. "
-                            f"Fix: use the notebook's parameters {sorted(declared)} (check the spelling in {where}) or add them to its parameters cell.")
-            defaults = notebook_defaults(nb)
-            for k, v in list(r["params"].items()):
-                if k not in declared: continue
-                try: r["params"][k] = coerce_param(k, v, null_ok=k in defaults and defaults[k] is None, where=where)
-                except BaldroError as e: errs.append(f"{rid}: {e}"); bad.add(k)
-        for k in KINDS[r["kind"]].requires:
-            if r["params"].get(k) is None:
-                errs.append(f"{rid}: no `{k}`: every {r['kind']} run needs one. Fix: add `{k}: {getattr(PARAM_SCHEMA.get(k), 'example', '...')}` "
-                            f"to the entry (or its `defaults:`) in {where}."); bad.add(k)
-        for key, chk in NAME_CHECKS.items():
-            if r["params"].get(key) is None or key in bad: continue
-            try: chk(r["params"][key])
-            except BaldroError as e: errs.append(f"{rid}: " + str(e).replace("{key}", key)); bad.add(key)
-        for key in (*NEED_PARAMS.values(), "data_source"):   # meant to be local: a path the notebook could not read is found now
-            v = r["params"].get(key)
-            if not isinstance(v, str) or not v or key in bad or (key == "data_source" and parse_source(v)[0] != "dir"): continue
-            local = v.startswith((".", "/"))
-            if key == "data_source" and not (root/"nbs"/v).exists():
-                errs.append(f"{rid}: data_source={v!r} is neither TOFU-mini, a hub id (owner/name) nor a folder (relative to nbs/). "
-                            f"Fix: write data_source: \"tofu-mini:40\", locuslab/TOFU or a path such as ../my_tofu in {where}.")
-            elif key != "data_source" and not local and not HUB_ID.fullmatch(v):
-                errs.append(f"{rid}: {key}={v!r} is neither a path (starting with ./, ../ or /, relative to nbs/) nor a hub id (owner/name): "
-                            f"the notebook would take it for a hub id and fail. Fix: write {key}: ../{v} (from nbs/) or an absolute path in {where}.")
-        if r["kind"] == "unlearn" and declared and {"objective", "compat", "training"} <= set(declared) and not bad:
-            try: run_method(r, root)   # the method the notebook will resolve: refused combinations fail here, not in the kernel
-            except BaldroError as e: errs.append(f"{rid}: {e}")
-            except Exception as e: errs.append(f"{rid}: its method does not resolve ({type(e).__name__}: {e}). Fix: check its method parameters in {where}.")
-    files = sorted({str(r["params_file"]) for r in runs if r.get("params_file")})
-    runs = [r for r in runs if _complete(r)]   # the others are reported above
+# %% ../nbs/11_grid.ipynb #571c1201
+def _declared(r, root, seen_nb, errs):
+    "The parameters `r`'s notebook declares (inspected once per notebook, kept in `seen_nb`); None when it does not exist."
+    nb = root/"nbs"/r["notebook"]
+    if nb not in seen_nb:
+        if not nb.exists(): errs.append(f"{r['run_id']}: notebook nbs/{r['notebook']} does not exist. Fix: create it or fix the grid's `notebook`/`kind`."); seen_nb[nb] = None
+        else:
+            declared = notebook_params(nb)
+            if not declared:
+                errs.append(f"nbs/{r['notebook']} has no cell tagged `parameters`: papermill would silently run its defaults. "
+                            "Fix: tag the parameters cell `parameters` (and keep `allowed_cell_metadata_keys = tags` in settings.ini).")
+            seen_nb[nb] = declared
+    return seen_nb[nb]
+
+# %% ../nbs/11_grid.ipynb #571c1204
+def _param_errors(r, nb, declared, where, errs, bad):
+    "Parameters the notebook does not declare, and each declared one coerced in place (`coerce_param`) or reported."
+    rid = r["run_id"]
+    unknown = sorted(set(r["params"]) - set(declared))
+    if unknown:
+        errs.append(f"{rid}: unknown parameter(s) {unknown} for nbs/{r['notebook']}. "
+                    f"Fix: use the notebook's parameters {sorted(declared)} (check the spelling in {where}) or add them to its parameters cell.")
+    defaults = notebook_defaults(nb)
+    for k, v in list(r["params"].items()):
+        if k not in declared: continue
+        try: r["params"][k] = coerce_param(k, v, null_ok=k in defaults and defaults[k] is None, where=where)
+        except BaldroError as e: errs.append(f"{rid}: {e}"); bad.add(k)
+
+# %% ../nbs/11_grid.ipynb #571c1207
+def _required_errors(r, where, errs, bad):
+    "The parameters every run of its kind must set (`Kind.requires`)."
+    rid = r["run_id"]
+    for k in KINDS[r["kind"]].requires:
+        if r["params"].get(k) is None:
+            errs.append(f"{rid}: no `{k}`: every {r['kind']} run needs one. Fix: add `{k}: {getattr(PARAM_SCHEMA.get(k), 'example', '...')}` "
+                        f"to the entry (or its `defaults:`) in {where}."); bad.add(k)
+
+# %% ../nbs/11_grid.ipynb #571c1208
+def _name_errors(r, errs, bad):
+    "Names checked against the vocabulary (`NAME_CHECKS`), unless already found bad."
+    rid = r["run_id"]
+    for key, chk in NAME_CHECKS.items():
+        if r["params"].get(key) is None or key in bad: continue
+        try: chk(r["params"][key])
+        except BaldroError as e: errs.append(f"{rid}: " + str(e).replace("{key}", key)); bad.add(key)
+
+# %% ../nbs/11_grid.ipynb #571c120b
+def _path_errors(r, root, where, errs, bad):
+    "Path parameters meant to be local that the notebook could not read (a bare name would be taken for a hub id)."
+    rid = r["run_id"]
+    for key in (*NEED_PARAMS.values(), "data_source"):   # meant to be local: a path the notebook could not read is found now
+        v = r["params"].get(key)
+        if not isinstance(v, str) or not v or key in bad or (key == "data_source" and parse_source(v)[0] != "dir"): continue
+        local = v.startswith((".", "/"))
+        if key == "data_source" and not (root/"nbs"/v).exists():
+            errs.append(f"{rid}: data_source={v!r} is neither TOFU-mini, a hub id (owner/name) nor a folder (relative to nbs/). "
+                        f"Fix: write data_source: \"tofu-mini:40\", locuslab/TOFU or a path such as ../my_tofu in {where}.")
+        elif key != "data_source" and not local and not HUB_ID.fullmatch(v):
+            errs.append(f"{rid}: {key}={v!r} is neither a path (starting with ./, ../ or /, relative to nbs/) nor a hub id (owner/name): "
+                        f"the notebook would take it for a hub id and fail. Fix: write {key}: ../{v} (from nbs/) or an absolute path in {where}.")
+
+# %% ../nbs/11_grid.ipynb #571c120e
+def _method_errors(r, root, declared, where, errs, bad):
+    "An unlearning run's method, resolved through the notebook's own call (when its parameters passed the checks above)."
+    rid = r["run_id"]
+    if r["kind"] == "unlearn" and declared and {"objective", "compat", "training"} <= set(declared) and not bad:
+        try: run_method(r, root)   # the method the notebook will resolve: refused combinations fail here, not in the kernel
+        except BaldroError as e: errs.append(f"{rid}: {e}")
+        except Exception as e: errs.append(f"{rid}: its method does not resolve ({type(e).__name__}: {e}). Fix: check its method parameters in {where}.")
+
+# %% ../nbs/11_grid.ipynb #571c1211
+def _run_errors(r, root, seen_nb, errs):
+    "Every problem of one run on its own: its notebook, parameters, required keys, names, paths and method."
+    nb = root/"nbs"/r["notebook"]
+    declared = _declared(r, root, seen_nb, errs)
+    where, bad = r.get("params_file") or "the params file", set()
+    if declared: _param_errors(r, nb, declared, where, errs, bad)
+    _required_errors(r, where, errs, bad)
+    _name_errors(r, errs, bad)
+    _path_errors(r, root, where, errs, bad)
+    _method_errors(r, root, declared, where, errs, bad)
+
+# %% ../nbs/11_grid.ipynb #571c1213
+def _maker_errors(runs, files, errs) -> set:
+    "The artefacts the (complete) runs make; two runs of different parameters making one is an error."
     makers = {}
     for r in {r["run_id"]: r for r in runs}.values():
         for a in KINDS[r["kind"]].provides(r["params"]): makers.setdefault(artefact_name(a), []).append(r["run_id"])
     for a, ids in makers.items():
         if len(ids) > 1: errs.append(f"{a} would be made by {len(ids)} runs with different parameters ({', '.join(ids)}): "
                                      f"which one the runs that need it read would be a matter of order. Fix: keep one of them in {', '.join(files) or 'the params file'}.")
-    provided = set(makers)
-    for r in runs:
-        try: needs = KINDS[r["kind"]].needs(r["params"])
-        except (KeyError, BaldroError) as e: errs.append(f"{r['run_id']}: {e}"); continue
-        for what, a in needs:
-            if artefact_name(a) in provided: continue
-            if artefact_path(a, root, outputs).exists():
-                if what == "retain log":   # a log made elsewhere: whose it is, checked now rather than in the kernel
-                    p = {**notebook_defaults(root/"nbs"/r["notebook"]), **r["params"]}
-                    try: check_retain_identity(artefact_path(a, root, outputs), override=p.get("retain_log_check") is False,
-                                               model=p.get("model"), forget_split=p.get("forget_split"), data_source=p.get("data_source"))
-                    except BaldroError as e: errs.append(f"{r['run_id']}: {e}")
-                continue
-            fix = {"target model": f"add a `finetune` run (model: {r['params'].get('model')}, stage: full) to the grid, or set `target_dir` to an existing model folder",
-                   "retain model": f"add a `finetune` run (model: {r['params'].get('model')}, stage: retainXX) to the grid, or set `model_dir`",
-                   "retain log": f"add a `retain_eval` run (model: {r['params'].get('model')}, forget_split: {r['params'].get('forget_split', 'forget01')}) to the grid, or set `retain_log` to an existing TOFU_EVAL.json"}[what]
-            errs.append(f"{r['run_id']}: its {what} {artefact_name(a)} does not exist and no run in this grid makes it. Fix: {fix}.")
+    return set(makers)
+
+# %% ../nbs/11_grid.ipynb #571c1216
+def _need_fix(what: str, p: dict) -> str:
+    "How to provide a missing need `what` of a run with parameters `p`."
+    return {"target model": f"add a `finetune` run (model: {p.get('model')}, stage: full) to the grid, or set `target_dir` to an existing model folder",
+            "retain model": f"add a `finetune` run (model: {p.get('model')}, stage: retainXX) to the grid, or set `model_dir`",
+            "retain log": f"add a `retain_eval` run (model: {p.get('model')}, forget_split: {p.get('forget_split', 'forget01')}) to the grid, or set `retain_log` to an existing TOFU_EVAL.json"}[what]
+
+# %% ../nbs/11_grid.ipynb #571c1218
+def _need_errors(r, provided, root, outputs, errs):
+    "Needs of `r` that no run of the grid makes: an existing artefact passes (a retain log's identity checked), a missing one is an error."
+    try: needs = KINDS[r["kind"]].needs(r["params"])
+    except (KeyError, BaldroError) as e: errs.append(f"{r['run_id']}: {e}"); return
+    for what, a in needs:
+        if artefact_name(a) in provided: continue
+        if artefact_path(a, root, outputs).exists():
+            if what == "retain log":   # a log made elsewhere: whose it is, checked now rather than in the kernel
+                p = {**notebook_defaults(root/"nbs"/r["notebook"]), **r["params"]}
+                try: check_retain_identity(artefact_path(a, root, outputs), override=p.get("retain_log_check") is False,
+                                           model=p.get("model"), forget_split=p.get("forget_split"), data_source=p.get("data_source"))
+                except BaldroError as e: errs.append(f"{r['run_id']}: {e}")
+            continue
+        errs.append(f"{r['run_id']}: its {what} {artefact_name(a)} does not exist and no run in this grid makes it. Fix: {_need_fix(what, r['params'])}.")
+
+# %% ../nbs/11_grid.ipynb #571c124c
+def validate(runs: list[dict], root, outputs) -> None:
+    "Raise a BaldroError naming every problem of a resolved grid before anything runs."
+    root, outputs = Path(root), Path(outputs)
+    errs, seen_nb = [], {}
+    for r in runs: _run_errors(r, root, seen_nb, errs)
+    files = sorted({str(r["params_file"]) for r in runs if r.get("params_file")})
+    runs = [r for r in runs if _complete(r)]   # the others are reported above
+    provided = _maker_errors(runs, files, errs)
+    for r in runs: _need_errors(r, provided, root, outputs, errs)
     errs = list(dict.fromkeys(errs))
     if errs: raise BaldroError(f"{len(errs)} problem(s) found{' in ' + ', '.join(files) if files else ''} before running anything:\n- " + "\n- ".join(errs))
 
@@ -486,10 +403,12 @@ def key_by_providers(runs: list[dict], root=None, outputs=None) -> list[dict]:
                                 if ups else r["run_id"])
     return [{**r, "run_id": new.get(r["run_id"], r["run_id"]), "inputs": inputs.get(r["run_id"], {})} for r in runs]
 
+# %% ../nbs/11_grid.ipynb #4029ebba
 def _provided_at(kind: str, params: dict, artefact: str) -> str | None:
     "Where, inside a run folder of `kind`, the artefact `artefact` (`outputs/...`) is (from the kind's publish rule)."
     return next((src for src, dst in KINDS[kind].publish(params) if f"outputs/{dst}" == artefact), None)
 
+# %% ../nbs/11_grid.ipynb #4029ebbd
 def input_params(run: dict, runs_by_id: dict, root, outputs) -> dict:
     "The path parameters (relative to `nbs/`) that point `run` at its providers' artefacts in their run folders."
     out = {}
@@ -517,6 +436,7 @@ def load_runs(path_or_spec, root=None, outputs=None) -> list[dict]:
     except BaldroError as e: raise BaldroError(f"{p}: {e}") from None
     return [{**r, "params_file": str(p)} for r in runs]
 
+# %% ../nbs/11_grid.ipynb #2dec6882
 def _with_needs(selected, runs):
     "`selected` plus, transitively, the runs that make what they need."
     maker = {artefact_name(a): r for r in runs if _complete(r) for a in KINDS[r["kind"]].provides(r["params"])}

@@ -9,7 +9,8 @@ import os
 import pytest
 
 from baldro_nb.core import BaldroError, repo_root
-from baldro_nb.grid import PARAM_SCHEMA, coerce_param, load_runs, notebook_params, validate
+from baldro_nb.grid import load_runs, notebook_params, validate
+from baldro_nb.schema import PARAM_SCHEMA, coerce_param
 from baldro_nb.cli import main
 
 ROOT = repo_root()
