@@ -20,6 +20,7 @@ __all__ = ['LIST_COLUMNS', 'REPORT_INPUTS', 'STUDY_PARAMS', 'results_table', 're
 LIST_COLUMNS = ["model", "method", "objective", "seed", "status", "n_runs", "lr", "beta_dv", "forget_quality", "model_utility",
         "gibberish_rate", "min_ess_frac", "wall_s"]
 
+# %% ../nbs/14_cli.ipynb #8d4c74a2
 def results_table(outputs, kind=("unlearn", "miniature")) -> str:
     "The results table as text (unlearning and miniature runs, the main columns present)."
     import pandas as pd
@@ -32,8 +33,10 @@ def results_table(outputs, kind=("unlearn", "miniature")) -> str:
     with pd.option_context("display.max_rows", 500, "display.width", 200, "display.float_format", "{:.4g}".format):
         return df[cols].to_string(index=False)
 
+# %% ../nbs/14_cli.ipynb #8d4c74a3
 REPORT_INPUTS = "inputs.sha256"   # in the report folder: the digest of what the report was built from
 
+# %% ../nbs/14_cli.ipynb #8d4c74a4
 def report_inputs(root, outputs, expected=None) -> str:
     "Digest of what the report reads: results.csv, the miniature runs' tables, the report notebook, the expected runs and the code that builds it."
     import baldro_nb.tables as T, baldro_nb.report as R
@@ -42,6 +45,7 @@ def report_inputs(root, outputs, expected=None) -> str:
              Path(root)/"nbs/report/report.ipynb", *([Path(expected)] if expected else []), Path(T.__file__), Path(R.__file__)]
     return files_digest(files)
 
+# %% ../nbs/14_cli.ipynb #8d4c74a5
 def study_report(root, outputs, expected=None, threads: int = 1, pinned: bool = True) -> Path | None:
     "Build `<outputs>/report/index.html` with `python -m baldro_nb.report` (papermill, then nbconvert) in a child process with the runs' arithmetic; skipped when its inputs have not changed."
     root = Path(root)
@@ -61,6 +65,7 @@ def study_report(root, outputs, expected=None, threads: int = 1, pinned: bool = 
 # %% ../nbs/14_cli.ipynb #ac0e7a04
 _ROLES = {"full": "target", "retain99": "retain"}
 
+# %% ../nbs/14_cli.ipynb #ac0e7a05
 def acceptance_from_runs(outputs):
     "Greedy exact match (%) of the finetune runs' target / retain99 models (rows `<model> pair <k> target|retain`), or None."
     import pandas as pd
@@ -75,6 +80,7 @@ def acceptance_from_runs(outputs):
         if role and all(s in em for s in EM_SPLITS): rows[f"{prm['model']} pair {pair} {role}"] = {s: em[s] for s in EM_SPLITS}
     return pd.DataFrame.from_dict(rows, orient="index")[list(EM_SPLITS)] if rows else None
 
+# %% ../nbs/14_cli.ipynb #ac0e7a07
 def acceptance_report(tab) -> str:
     "The table and, per model with both a target and a retain row, the acceptance bars it misses."
     from baldro_nb.finetune import acceptance_failures
@@ -89,10 +95,12 @@ def acceptance_report(tab) -> str:
 # %% ../nbs/14_cli.ipynb #c1a0b1c9
 STUDY_PARAMS = "params/study_tiny.yaml"   # the embedded study: `baldro study`'s default, the published manifest's
 
+# %% ../nbs/14_cli.ipynb #c1a0b1ca
 def default_jobs(threads: int = 1, cores: int | None = None) -> int:
     "Runs at once when `--jobs` is not given: at most 2, and never more threads than cores (2 runs x 2 threads on 2 cores made a finetune 4 x slower)."
     return max(1, min(2, (cores or os.cpu_count() or 1) // max(1, int(threads))))
 
+# %% ../nbs/14_cli.ipynb #c1a0b1cb
 def study(params=STUDY_PARAMS, root=None, jobs: int | None = None, **kw) -> Path:
     "The whole embedded study: grid → results.csv → report → fingerprint; prints the time, the table and the fingerprint's verdict."
     t0 = time.time()
@@ -125,11 +133,13 @@ def _jobs(s: str) -> int:
     if n < 1: raise argparse.ArgumentTypeError(f"must be >= 1 (runs at once), got {n}; e.g. --jobs 2")
     return n
 
+# %% ../nbs/14_cli.ipynb #51136cd0
 def _threads(s: str) -> int:
     "argparse type of `--threads`: a whole number >= 1."
     try: return _jobs(s)
     except argparse.ArgumentTypeError: raise argparse.ArgumentTypeError(f"must be a whole number >= 1 (threads per run), got {s!r}; e.g. --threads 1") from None
 
+# %% ../nbs/14_cli.ipynb #51136cd2
 def _parser():
     ap = argparse.ArgumentParser(prog="baldro", description="Run baldro_nb experiment grids (papermill notebooks).")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -157,6 +167,7 @@ def _parser():
     v.add_argument("--manifest", default=None, help=f"the published manifest (default: {published_manifest_path(STUDY_PARAMS)})")
     return ap
 
+# %% ../nbs/14_cli.ipynb #51136cd5
 def main(argv=None) -> int:
     "Entry point of the `baldro` console command."
     a = _parser().parse_args(argv)
