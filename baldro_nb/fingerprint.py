@@ -26,6 +26,7 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
         while b := f.read(chunk): h.update(b)
     return h.hexdigest()
 
+# %% ../nbs/19_fingerprint.ipynb #f19a0031
 def files_digest(paths) -> str:
     "sha256 over the given files' names and contents (a missing file counts as missing): whether a set of inputs changed."
     h = hashlib.sha256()
@@ -33,10 +34,12 @@ def files_digest(paths) -> str:
         p = Path(p); h.update(f"{p}\t{sha256_file(p) if p.is_file() else 'missing'}\n".encode())
     return h.hexdigest()
 
+# %% ../nbs/19_fingerprint.ipynb #f19a0034
 def is_timing(name) -> bool:
     "A column or key that holds seconds of wall-clock time (`train_s`, `wall_s`, ...): left out of digests."
     return str(name).endswith("_s")
 
+# %% ../nbs/19_fingerprint.ipynb #f19a0037
 def csv_digest(path) -> str:
     "sha256 of a CSV's text without its timing columns (each kept cell exactly as written)."
     with open(path, newline="") as f: rows = list(csv.reader(f))
@@ -45,11 +48,13 @@ def csv_digest(path) -> str:
     for r in rows: w.writerow([r[i] if i < len(r) else "" for i in keep])
     return hashlib.sha256(buf.getvalue().encode()).hexdigest()
 
+# %% ../nbs/19_fingerprint.ipynb #f19a003a
 def _untimed(o):
     if isinstance(o, dict): return {k: _untimed(v) for k, v in o.items() if not is_timing(k)}
     if isinstance(o, list): return [_untimed(v) for v in o]
     return o
 
+# %% ../nbs/19_fingerprint.ipynb #f19a003b
 def json_digest(path) -> str:
     "sha256 of a JSON file's canonical form (sorted keys, no spaces) without its timing keys, at any depth."
     s = json.dumps(_untimed(read_json(path)), sort_keys=True, separators=(",", ":"))
@@ -58,6 +63,7 @@ def json_digest(path) -> str:
 # %% ../nbs/19_fingerprint.ipynb #f19a0021
 WEIGHT_FILES = ("*.safetensors", "*.bin")
 
+# %% ../nbs/19_fingerprint.ipynb #f19a003e
 def weights_digest(folder) -> str | None:
     "sha256 over the sorted names and sha256 of the weight files in `folder` (None when it holds none or does not exist)."
     folder = Path(folder)
@@ -69,6 +75,7 @@ def weights_digest(folder) -> str | None:
 def _stat_key(files) -> str:
     return ";".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
 
+# %% ../nbs/19_fingerprint.ipynb #f19a0040
 def content_digest(path, cache=None) -> str:
     "sha256 of a file, or of a folder's weight files (all its files when it has none); `cache`: a JSON file of earlier digests."
     p = Path(path)
@@ -89,11 +96,13 @@ def content_digest(path, cache=None) -> str:
 # %% ../nbs/19_fingerprint.ipynb #3f9ff264
 RETAIN_IDENTITY_KEYS = ("model", "forget_split", "data_source")   # what must agree between a retain log and its consumer
 
+# %% ../nbs/19_fingerprint.ipynb #3f9ff266
 def retain_identity(log_path) -> dict | None:
     "The `identity.json` beside a retain log (None when there is none)."
     p = Path(log_path); f = (p if p.is_dir() else p.parent)/RETAIN_IDENTITY
     return read_json(f) if f.is_file() else None
 
+# %% ../nbs/19_fingerprint.ipynb #3f9ff269
 def check_retain_identity(log_path, override: bool = False, **expected) -> str:
     "'checked', 'not checked: ...' or 'overridden: ...'; a BaldroError naming both sides when the log is another model's, split's or source's."
     ident = retain_identity(log_path)
@@ -123,6 +132,7 @@ MANIFEST_STAGES = (   # (stage, glob under the outputs folder, digest), in pipel
 )
 MANIFEST_FORMAT = 1
 
+# %% ../nbs/19_fingerprint.ipynb #f19a0044
 _RUN_HASH = re.compile(r"__[0-9a-f]{8}$")
 
 def artefact_key(rel: str) -> str:
@@ -131,6 +141,7 @@ def artefact_key(rel: str) -> str:
     if len(parts) > 2 and parts[0] == RUNS_DIR: parts[1] = _RUN_HASH.sub("", parts[1])
     return "/".join(parts)
 
+# %% ../nbs/19_fingerprint.ipynb #f19a0047
 def artefact_digests(outputs) -> list[dict]:
     "[{stage, path, file, sha256}] of every artefact under `outputs`, in pipeline order (sorted within a stage)."
     out, seen = [], set()
@@ -142,6 +153,7 @@ def artefact_digests(outputs) -> list[dict]:
                 seen.add(key); out.append({"stage": stage, "path": key, "file": rel, "sha256": digest(p)})
     return out
 
+# %% ../nbs/19_fingerprint.ipynb #f19a0048
 def runs_arithmetic(outputs) -> list[dict]:
     "The distinct arithmetic settings (`env.json`'s `arithmetic`) that the run folders under `outputs` recorded."
     found = []
@@ -151,6 +163,7 @@ def runs_arithmetic(outputs) -> list[dict]:
         if a is not None and a not in found: found.append(a)
     return found
 
+# %% ../nbs/19_fingerprint.ipynb #f19a004b
 def study_manifest(outputs, study: str | None = None, root=None) -> dict:
     "The manifest of an outputs folder: every artefact's digest in pipeline order and what produced them."
     env = capture_env(root)
@@ -167,10 +180,13 @@ def compare_manifests(published: dict, current: dict) -> dict:
     extra = [a for p, a in cur.items() if p not in pub]
     return {"identical": not differ and not missing, "differ": differ, "missing": missing, "extra": extra, "n": len(pub)}
 
+# %% ../nbs/19_fingerprint.ipynb #f19a004e
 NO_RESULT_PACKAGES = ("baldro_nb", "nbdev", "papermill")   # recorded, but they compute no number of the study
 
+# %% ../nbs/19_fingerprint.ipynb #f19a004f
 def _avx2(cpu) -> bool: return "avx2" in ((cpu or {}).get("simd") or [])
 
+# %% ../nbs/19_fingerprint.ipynb #f19a0052
 def likely_causes(published: dict, current: dict) -> list[str]:
     "Readable differences between two manifests' `produced_by`: packages, the runs' arithmetic, the CPU, the code."
     a, b = published.get("produced_by", {}), current.get("produced_by", {})
@@ -193,8 +209,10 @@ def likely_causes(published: dict, current: dict) -> list[str]:
                    f"{(a.get('cpu') or {}).get('vendor')} {(a.get('cpu') or {}).get('model')})")
     return out
 
+# %% ../nbs/19_fingerprint.ipynb #f19a0053
 IDENTICAL_WORDS = "bit-identical to the published study"
 
+# %% ../nbs/19_fingerprint.ipynb #f19a0054
 def verify_text(published: dict, current: dict) -> str:
     "The verdict in words: bit-identical, or the first differing artefact (pipeline order), the counts and the likely causes."
     c = compare_manifests(published, current)
@@ -219,15 +237,18 @@ def verify_text(published: dict, current: dict) -> str:
 # %% ../nbs/19_fingerprint.ipynb #f19a0017
 MANIFEST_JSON = "manifest.json"
 
+# %% ../nbs/19_fingerprint.ipynb #f19a0056
 def published_manifest_path(params) -> Path:
     "Where the published manifest of a params file lives: `params/NAME.yaml` -> `params/NAME.manifest.json`."
     p = Path(params); return p.with_name(p.name.rsplit(".", 1)[0] + ".manifest.json")
 
+# %% ../nbs/19_fingerprint.ipynb #f19a0058
 def write_manifest(outputs, study: str | None = None, root=None) -> dict:
     "Compute the manifest of `outputs` and write it (atomically) to `<outputs>/manifest.json`; returns it."
     m = study_manifest(outputs, study, root); write_json(Path(outputs)/MANIFEST_JSON, m, indent=1)
     return m
 
+# %% ../nbs/19_fingerprint.ipynb #f19a0059
 def read_manifest(path) -> dict:
     "A published manifest, checked: a `BaldroError` naming the file and the fix when it is missing or not a manifest."
     mf = Path(path)
@@ -240,11 +261,13 @@ def read_manifest(path) -> dict:
           "restore it with git checkout, or publish a new one.")
     return pub
 
+# %% ../nbs/19_fingerprint.ipynb #f19a005c
 def verify(outputs, manifest, root=None) -> tuple[bool, str]:
     "(identical?, text): compare the artefacts under `outputs` with the published `manifest` file (`baldro verify`)."
     pub = read_manifest(manifest); cur = study_manifest(outputs, pub.get("study"), root)
     return compare_manifests(pub, cur)["identical"], verify_text(pub, cur)
 
+# %% ../nbs/19_fingerprint.ipynb #f19a005d
 def fingerprint_study(outputs, params, root=None) -> tuple[bool | None, str]:
     "Write `<outputs>/manifest.json`, compare it with the manifest published next to `params`: (identical, or None when none is published; text)."
     root = Path(root or repo_root()).resolve(); params = Path(params).resolve()
