@@ -4,14 +4,14 @@
 
 # %% ../nbs/02_data.ipynb #244b72e3
 from __future__ import annotations
-import json, os, random, re, shutil, sys, tempfile
+import json, os, random, re, shutil, sys, tempfile, warnings
 from dataclasses import dataclass, field, asdict
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 from .core import BaldroError, check, atomic_write, outputs_dir, file_lock, set_offline, read_json, write_json
-from .vocab import FORGET_PCTS, TOFU_HUB_ID, DATA_DIR, split_pairing, parse_source
+from .vocab import FORGET_PCTS, TOFU_HUB_ID, DATA_DIR, COMPATS, split_pairing, parse_source
 from .fingerprint import sha256_file
 
 # %% auto #0
@@ -19,8 +19,8 @@ __all__ = ['TOFU_CONFIGS', 'GENERAL_CONFIGS', 'FACT_FIELDS', 'MAX_POOL', 'QA_KIN
            'STUDY_SOURCE', 'IGNORE_INDEX', 'check_config', 'make_pools', 'shuffled_passes', 'make_authors',
            'author_rows', 'general_rows', 'n_forget_authors', 'n_retain_perturbed_authors', 'pool_size', 'hub_readme',
            'write_jsonl', 'tofu_mini_rows', 'make_tofu_mini', 'phrasing_pools', 'phrasing_rows', 'tofu_mini_dir',
-           'ensure_tofu_mini', 'resolve_source', 'config_files', 'load_tofu', 'Template', 'encode_prompt', 'encode_qa',
-           'QACollator', 'QADataset']
+           'ensure_tofu_mini', 'resolve_source', 'config_files', 'load_tofu', 'Template', 'split_boundary',
+           'encode_prompt', 'encode_qa', 'QACollator', 'QADataset']
 
 # %% ../nbs/02_data.ipynb #3815faf4
 TOFU_CONFIGS = ("full",
@@ -449,7 +449,7 @@ IGNORE_INDEX = -100
 
 @dataclass
 class Template:
-    "Prompt settings of one model family (open-unlearning `template_args`)."
+    "Prompt settings of one model family (open-unlearning `template_args`) and the encoding's `compat` flavour."
     apply_chat_template: bool = False
     system_prompt: str | None = None
     date_string: str | None = None
@@ -458,20 +458,34 @@ class Template:
     user_end_tag: str = ""
     asst_start_tag: str = ""
     max_length: int = 512
+    compat: str = "corrected"
 
-def _chat_ids(tokenizer, template: Template, question: str, answer: str | None, prompt: list[int] | None = None):
-    chat = ([{"role": "system", "content": template.system_prompt}] if template.system_prompt else []) + \
-           [{"role": "user", "content": question}]
+    def __post_init__(self):
+        check(self.compat in COMPATS, f"Template compat must be one of {', '.join(COMPATS)}, got {self.compat!r}.",
+              "use 'reference' (open-unlearning's encoding, bit for bit) or 'corrected' (the vendors' format).")
+
+# %% ../nbs/02_data.ipynb #0b6a9e43
+def _messages(template: Template, question: str, answer: str | None = None, system: bool = True) -> list[dict]:
+    chat = [{"role": "system", "content": template.system_prompt}] if template.system_prompt and system else []
+    chat.append({"role": "user", "content": question})
+    return chat + ([{"role": "assistant", "content": answer}] if answer is not None else [])
+
+def _chat_kw(template: Template) -> dict:
     kw = {}
     if template.date_string is not None: kw["date_string"] = template.date_string
     if template.enable_thinking is not None: kw["enable_thinking"] = template.enable_thinking
+    return kw
+
+# %% ../nbs/02_data.ipynb #5d1e8f27
+def _chat_ids(tokenizer, template: Template, question: str, answer: str | None, prompt: list[int] | None = None):
     def ids(msgs, gen):
-        out = tokenizer.apply_chat_template(msgs, tokenize=True, add_generation_prompt=gen, **kw)
+        out = tokenizer.apply_chat_template(msgs, tokenize=True, add_generation_prompt=gen, **_chat_kw(template))
         return list(out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out)
-    prompt = ids(chat, True) if prompt is None else list(prompt)
-    full = ids(chat + [{"role": "assistant", "content": answer}], False) if answer is not None else None
+    prompt = ids(_messages(template, question), True) if prompt is None else list(prompt)
+    full = ids(_messages(template, question, answer), False) if answer is not None else None
     return prompt, full
 
+# %% ../nbs/02_data.ipynb #8f3b2c51
 def _manual_ids(tokenizer, template: Template, question: str, answer: str | None, prompt: list[int] | None = None):
     wrapped = template.user_start_tag + question + template.user_end_tag + template.asst_start_tag
     kw = dict(add_special_tokens=True, max_length=template.max_length, truncation=True)
@@ -479,19 +493,90 @@ def _manual_ids(tokenizer, template: Template, question: str, answer: str | None
     full = tokenizer(wrapped + answer, **kw).input_ids if answer is not None else None
     return list(prompt), (list(full) if full is not None else None)
 
+# %% ../nbs/02_data.ipynb #a6c4d902
+def _render(tokenizer, template: Template, question: str, answer: str | None = None, system: bool = True) -> str:
+    "The text the chat template renders: the generation prompt (`answer=None`) or the whole chat."
+    return tokenizer.apply_chat_template(_messages(template, question, answer, system), tokenize=False,
+                                         add_generation_prompt=answer is None, **_chat_kw(template))
+
+# %% ../nbs/02_data.ipynb #d8a3f6b0
+def _common_len(a, b) -> int:
+    "Length of the common prefix of two id lists."
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]: n += 1
+    return n
+
+# %% ../nbs/02_data.ipynb #f5d2e8c3
+def _mismatch(tokenizer, template: Template, question: str, prompt, full) -> str:
+    "Where the prompt's ids stop being a prefix of prompt + answer, in words (for the guard's errors)."
+    k, t = _common_len(prompt, full), tokenizer.convert_ids_to_tokens
+    fmt = (f"the chat template of {getattr(tokenizer, 'name_or_path', '') or 'this tokenizer'}" if template.apply_chat_template
+           else f"manual tags {template.user_start_tag + '{question}' + template.user_end_tag + template.asst_start_tag!r}")
+    return (f"with {fmt}, the prompt's ids for question {question!r} are not a prefix of prompt + answer: they "
+            f"diverge at position {k} (prompt {t(list(prompt[k:k + 3]))}, prompt + answer {t(list(full[k:k + 3]))})")
+
+# %% ../nbs/02_data.ipynb #1b8f5ea6
+def split_boundary(tokenizer, prompt: list[int], full: list[int], where: str = "") -> list[int]:
+    "`full` with the token(s) that merged the prompt's end into the answer split at the boundary: `prompt` + the rest."
+    k, tok = _common_len(prompt, full), tokenizer.convert_ids_to_tokens
+    tail, acc, m = "".join(tok(list(prompt[k:]))), "", k
+    while m < len(full) and len(acc) < len(tail): acc += tok(int(full[m])); m += 1
+    model = getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)
+    check(acc.startswith(tail) and model is not None, f"encode_qa: {where or 'the prompt is not a prefix'}; the boundary "
+          "cannot be split (the prompt's last tokens are not the start of the merged ones, or no fast tokenizer).",
+          "fix the template's tags (e.g. end the prompt with a space) or use compat='reference' to keep the reference's encoding.")
+    mid = [t.id for t in model.tokenize(acc[len(tail):])] if len(acc) > len(tail) else []
+    out = list(prompt) + mid + list(full[m:])
+    check("".join(tok(out)) == "".join(tok(list(full))), f"encode_qa: {where}; splitting the boundary changed the text.")
+    return out
+
+# %% ../nbs/02_data.ipynb #5f2d9ce0
+def _trims(tokenizer, template: Template) -> bool:
+    "Does the vendor trim an answer's trailing spaces? (all but ChatML templates)"
+    return not (template.apply_chat_template and "<|im_start|>" in str(tokenizer.chat_template))
+
+# %% ../nbs/02_data.ipynb #7b4f1e02
+def _system_dropped(tokenizer, template: Template, question: str, answer: str, prompt: list[int], where: str) -> list[int]:
+    "The prompt + the answer's part of the chat rendered without system prompt (when that is what the template dropped)."
+    p0, f0 = _render(tokenizer, template, question, None, False), _render(tokenizer, template, question, answer, False)
+    check(bool(template.system_prompt) and f0.startswith(p0), f"encode_qa: {where}: the chat template renders the "
+          "context differently once an answer follows.", "use a template whose prompt is a prefix of the whole chat, "
+          "or compat='reference' to keep the reference's encoding.")
+    text = _render(tokenizer, template, question) + f0[len(p0):]
+    return list(tokenizer(text, add_special_tokens=False).input_ids)
+
+# %% ../nbs/02_data.ipynb #9d6b3024
+def _corrected_ids(tokenizer, template: Template, question: str, answer: str | None, prompt: list[int] | None = None):
+    "Prompt and prompt + answer ids in the vendor's format; the prompt always a prefix (repaired or a clear error)."
+    if answer is not None and _trims(tokenizer, template): answer = answer.rstrip(" ")
+    f = _chat_ids if template.apply_chat_template else _manual_ids
+    prompt, full = f(tokenizer, template, question, answer, prompt)
+    if full is None or full[:len(prompt)] == prompt: return prompt, full
+    where = _mismatch(tokenizer, template, question, prompt, full)
+    if template.apply_chat_template and not _render(tokenizer, template, question, answer).startswith(_render(tokenizer, template, question)):
+        full = _system_dropped(tokenizer, template, question, answer, prompt, where)
+    full = split_boundary(tokenizer, prompt, full, where)
+    return prompt, (full if template.apply_chat_template else full[:template.max_length])
+
+# %% ../nbs/02_data.ipynb #c09e6357
 def encode_prompt(tokenizer, template: Template, question: str) -> list[int]:
-    "Generation prompt ids for `question` (what the model continues)."
+    "Generation prompt ids for `question` (what the model continues; the same in both flavours)."
     f = _chat_ids if template.apply_chat_template else _manual_ids
     return f(tokenizer, template, question, None)[0]
 
+# %% ../nbs/02_data.ipynb #d1a9f468
 def encode_qa(tokenizer, template: Template, question: str, answer: str, predict_with_generate: bool = False,
               prompt_ids: list[int] | None = None) -> dict:
-    "Reference QA encoding: `input_ids`, `labels` (prompt positions = -100), `attention_mask`."
+    "QA encoding (`template.compat`'s flavour): `input_ids`, `labels` (prompt positions = -100), `attention_mask`."
     # `prompt_ids`: `encode_prompt(tokenizer, template, question)` when the caller already has it (one question, many answers)
-    f = _chat_ids if template.apply_chat_template else _manual_ids
-    prompt, ids = f(tokenizer, template, question, answer, prompt_ids)
     eos = tokenizer.eos_token_id
-    if ids[-1] != eos: ids = ids + [eos]
+    if template.compat == "corrected":
+        prompt, ids = _corrected_ids(tokenizer, template, question, answer, prompt_ids)
+        if eos not in ids[len(prompt):]: ids = ids + [eos]
+    else:
+        prompt, ids = (_chat_ids if template.apply_chat_template else _manual_ids)(tokenizer, template, question, answer, prompt_ids)
+        if ids[:len(prompt)] != prompt: warnings.warn(_mismatch(tokenizer, template, question, prompt, ids) + " (compat='reference' keeps it).")
+        if ids[-1] != eos: ids = ids + [eos]
     if predict_with_generate: inp, labels = prompt, list(ids)
     else: inp, labels = ids, [IGNORE_INDEX] * len(prompt) + ids[len(prompt):]
     return dict(input_ids=inp, labels=labels, attention_mask=[1] * len(inp))
