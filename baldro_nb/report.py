@@ -15,8 +15,8 @@ from matplotlib.figure import Figure
 from .core import check, atomic_write, write_json, repo_root, outputs_dir
 from .vocab import RESULTS_CSV, RUNS_DIR, REPORT_DIR, BASE_VARIANT
 from .tables import DV_LABEL, GROUP_LABEL, VARIANTS, _gmean, load_results, main_runs, gib_column, method_table
-from .tables import GAIN, LOSS, NO_DIFF, FEW_PAIRS, NOT_MEASURED, IDENTICAL
 from .tables import per_sample_probs, reference_points, epoch_table, weights_table
+from .comparisons import GAIN, LOSS, NO_DIFF, FEW_PAIRS, NOT_MEASURED, IDENTICAL
 
 # %% auto #0
 __all__ = ['FIG_DPI', 'REPORT_CSS', 'new_figure', 'save_fig', 'placeholder_figure', 'fig_fq_mu', 'fig_bars', 'fig_epochs',
@@ -32,6 +32,7 @@ def new_figure(w: float, h: float, nrows=1, ncols=1, **kw):
     axs = fig.subplots(nrows, ncols, squeeze=False, **kw)
     return fig, axs
 
+# %% ../nbs/16_report.ipynb #6b2c1004
 def save_fig(fig, out_dir, name: str, formats=("png", "svg")) -> Path:
     "Save `fig` as `<out_dir>/<name>.<fmt>` for each format, reproducibly; return the PNG (first) path."
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
@@ -46,6 +47,7 @@ def save_fig(fig, out_dir, name: str, formats=("png", "svg")) -> Path:
             paths.append(p)
     return paths[0]
 
+# %% ../nbs/16_report.ipynb #6b2c1007
 def placeholder_figure(out_dir, name: str, message: str, w=6.0, h=1.6) -> Path:
     "A small figure that says why the real one is empty (so the report always has every image)."
     fig, axs = new_figure(w, h); ax = axs[0, 0]
@@ -57,13 +59,16 @@ _OBJ_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
 _VAR_MARK = {BASE_VARIANT: "o", DV_LABEL: "s", GROUP_LABEL: "^"}
 _VAR_LS = {BASE_VARIANT: "-", DV_LABEL: "--", GROUP_LABEL: ":"}
 
+# %% ../nbs/16_report.ipynb #6b2c100c
 def _obj_colors(objs):
     return {o: _OBJ_COLORS[i % len(_OBJ_COLORS)] for i, o in enumerate(sorted(objs))}
 
+# %% ../nbs/16_report.ipynb #6b2c100f
 def _spread(centre, lo, hi):
     "Error-bar lengths [[below], [above]] of `centre` within [lo, hi]; never negative (a geometric mean of equal\n    values can differ from them in the last bit)."
     return [[max(0.0, centre - lo)], [max(0.0, hi - centre)]]
 
+# %% ../nbs/16_report.ipynb #6b2c1011
 def fig_fq_mu(results_csv, runs_dir, fig_dir, name="fq_vs_mu") -> Path:
     "Forget quality (log) vs model utility per model; arrows base → BalDRO; retain/target marks."
     df = load_results(results_csv); t = method_table(df); refs = reference_points(df, runs_dir)
@@ -173,6 +178,7 @@ def _pick(u, m, o, v):
     g = u[(u.model == m) & (u.objective == o) & (u.variant == v)].sort_values(["seed", "run_id"])
     return g.run_id.iloc[0] if len(g) else None
 
+# %% ../nbs/16_report.ipynb #6b2c101c
 def fig_trajectories(results_csv, runs_dir, fig_dir, name="forget_trajectories", model=None) -> Path:
     "Each forget sample's probability across epochs, base vs BalDRO-DV vs BalDRO-G, per objective (one model)."
     u = main_runs(load_results(results_csv))
@@ -207,8 +213,10 @@ _VERDICT_COLOR = {GAIN: "#2ca02c", LOSS: "#d62728", NO_DIFF: "#7f7f7f", FEW_PAIR
 _MINI_COLORS = {"base": "#1f77b4", "BalDRO-DV": "#d62728", "BalDRO-DV-softmax": "#ff7f0e", "BalDRO-G": "#2ca02c",
                 "BalDRO-DV-forget_set": "#9467bd"}
 
+# %% ../nbs/16_report.ipynb #6b2c1021
 def _mini_color(v): return _MINI_COLORS.get(v, "#8c564b")
 
+# %% ../nbs/16_report.ipynb #6b2c1024
 def fig_mini_forest(cmp: pd.DataFrame, fig_dir, name="mini_paired") -> Path:
     "Paired Δ log10 FQ (variant − base, same seed) with its 95 % bootstrap interval, one line per comparison."
     if not len(cmp) or "Δ log10 FQ" not in cmp: return placeholder_figure(fig_dir, name, "Paired comparisons: no miniature run has finished.")
@@ -225,12 +233,14 @@ def fig_mini_forest(cmp: pd.DataFrame, fig_dir, name="mini_paired") -> Path:
     ax.legend(fontsize=7, loc="lower right")
     return save_fig(fig, fig_dir, name)
 
+# %% ../nbs/16_report.ipynb #6b2c1026
 def _panels(n, w=3.6, h=2.8, ncols=4, **kw):
     nc = min(ncols, n); nr = int(math.ceil(n / nc))
     fig, axs = new_figure(w*nc, h*nr, nr, nc, **kw)
     for k in range(n, nr*nc): axs.flat[k].set_axis_off()
     return fig, axs
 
+# %% ../nbs/16_report.ipynb #6b2c1029
 def fig_mini_fq_steps(tj: pd.DataFrame, fig_dir, model: str | None = None, name="mini_fq_steps") -> Path:
     "Forget quality along the steps, per objective (one model): thin lines = seeds, thick = median over seeds."
     if not len(tj): return placeholder_figure(fig_dir, name, "Forget quality along the run: no miniature run has finished.")
@@ -247,6 +257,7 @@ def fig_mini_fq_steps(tj: pd.DataFrame, fig_dir, model: str | None = None, name=
     axs.flat[0].set_ylabel("forget quality")
     return save_fig(fig, fig_dir, name)
 
+# %% ../nbs/16_report.ipynb #6b2c102c
 def fig_mini_fq_mu(tj: pd.DataFrame, fig_dir, model: str | None = None, name="mini_fq_mu") -> Path:
     "Forget quality against model utility at the utility points (median over seeds per step), per objective."
     t = tj[tj.model_utility.notna()] if len(tj) else tj
@@ -262,6 +273,7 @@ def fig_mini_fq_mu(tj: pd.DataFrame, fig_dir, model: str | None = None, name="mi
     axs.flat[0].set_ylabel("forget quality")
     return save_fig(fig, fig_dir, name)
 
+# %% ../nbs/16_report.ipynb #6b2c102f
 def fig_mini_samples(ps: pd.DataFrame, fig_dir, model: str | None = None, objectives=("NPO", "WGA", "TNPO"),
                      variants=("base", "BalDRO-DV", "BalDRO-DV-softmax"), name="mini_samples") -> Path:
     "Each forget sample's probability along the run (first seed), base vs DV softmin vs DV softmax, per objective."
@@ -300,6 +312,7 @@ def report_template() -> Path:
     check(p.exists(), f"report notebook not found at {p}.", "run from a checkout of baldro_nb (the report notebook lives in nbs/report/)")
     return p
 
+# %% ../nbs/16_report.ipynb #6b2c1035
 def notebook_to_html(nb_path, html_path) -> Path:
     "Convert an executed notebook to a single self-contained HTML file: no inputs, no prompts, images embedded."
     import nbformat
@@ -322,6 +335,7 @@ def notebook_to_html(nb_path, html_path) -> Path:
     p = atomic_write(html_path, body); os.chmod(p, 0o644)
     return p
 
+# %% ../nbs/16_report.ipynb #6b2c1037
 def _strip_remote(body: str) -> str:
     "Drop <script src=http...> tags (MathJax, require.js from CDNs): the report must load offline without errors."
     return re.sub(r"<script[^>]*\bsrc=[\"']https?://[^\"']*[\"'][^>]*>\s*</script>", "", body)
@@ -333,9 +347,11 @@ REPORT_CSS = """
 .baldro-table-box { display: block; max-width: 100%; overflow-x: auto; overflow-y: hidden; contain: inline-size; }
 """
 
+# %% ../nbs/16_report.ipynb #6b2c103b
 _TABLE = re.compile(r"<table\b.*?</table>", re.S | re.I)
 _BODY = re.compile(r"<body\b[^>]*>", re.I)
 
+# %% ../nbs/16_report.ipynb #6b2c103e
 def _box_tables(body: str) -> str:
     "Wrap every `<table>` after `<body>` in a horizontally scrolling `div.baldro-table-box`; add `REPORT_CSS` last in `<head>`."
     m = _BODY.search(body)
@@ -370,6 +386,7 @@ def _parser():
     ap.add_argument("--expected", default=None, help="expected run ids: a .txt/.json/.yaml list or a grid file params/NAME.yaml")
     return ap
 
+# %% ../nbs/16_report.ipynb #6b2c1043
 def main(argv=None) -> int:
     "Build the report from the command line (`python -m baldro_nb.report`); prints the HTML file's path."
     a = _parser().parse_args(argv)

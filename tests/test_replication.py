@@ -7,7 +7,7 @@ comparison (a variant against its base), the primary endpoint only. Paired diffe
 with a seed effect of +-2 shared by both arms of a pair (it cancels in the difference, as in the study).
 """
 import numpy as np, pandas as pd, pytest
-from baldro_nb.tables import paired_comparisons, positive_control, GAIN, LOSS
+from baldro_nb.comparisons import paired_comparisons, positive_control, GAIN, LOSS
 
 N = 200                      # synthetic studies per condition
 PAIRS, SEEDS = (0, 1), (0, 1, 2)
