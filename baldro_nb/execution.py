@@ -4,158 +4,35 @@
 
 # %% ../nbs/13_execution.ipynb #e0a1b2c6
 from __future__ import annotations
-import contextlib, csv, fcntl, fnmatch, io, json, os, re, shlex, signal, sys, threading, time
+import contextlib, fnmatch, os, re, shlex, signal, sys, threading, time
 from concurrent.futures import CancelledError, FIRST_COMPLETED, ProcessPoolExecutor, wait as wait_futures
 from graphlib import CycleError, TopologicalSorter
-from dataclasses import dataclass, field
 from pathlib import Path
 import multiprocessing as mp
 
-from .core import (BaldroError, check, atomic_write, write_json, read_json, write_yaml, read_yaml, repo_root,
+from .core import (BaldroError, check, atomic_write, write_json, write_yaml, repo_root,
                             capture_env, file_lock, LockTimeout, arithmetic_env, with_env, ARITHMETIC_VARS)
-from .vocab import (RESULT_COLUMNS, RESULTS_CSV, RUNS_DIR, MINI_ENDPOINTS, MINI_TRAJECTORY, MINI_SAMPLES, MINI_CALIBRATION,
-                             method_label)
-from .grid import (KINDS, load_runs, _with_needs, validate, plan, notebook_params, run_method, input_params, artefact_name,
+from .vocab import RESULTS_CSV, RUNS_DIR
+from .grid import (load_runs, _with_needs, validate, plan, notebook_params, run_method, input_params,
                            run_dependencies)
-from .fingerprint import WEIGHT_FILES
 from .forkserver import (ForkServer, warm_kernel_manager, _die_with_parent, LIVE_KERNELS, KERNEL_HOOKS,
                                   signal_kernels)
+from .runfolder import (run_paths, papermill_command, scrub_paths, publish_artefacts, record_artefacts, RunState,
+                                 run_state, _write, _clear_attempt, _promote_notebook, _record_finished, failed_row, collect,
+                                 list_runs)   # list_runs: `cli` imports it from here
 
 # %% auto #0
-__all__ = ['PARTIAL_NB', 'RUN_STATES', 'ARTEFACTS_JSON', 'RESULT_FILES', 'RECORDED_IN_FOLDERS', 'KERNEL_START_FAILURE',
-           'INTERRUPT_GRACE_S', 'RUN_LOCK_TIMEOUT_S', 'run_paths', 'papermill_command', 'scrub_paths',
-           'publish_artefacts', 'RunState', 'record_artefacts', 'lock_held', 'run_state', 'list_runs', 'execute_run',
-           'run_row', 'failed_row', 'collect', 'schedule', 'kernel_env', 'RunInterrupted', 'run_grid']
-
-# %% ../nbs/13_execution.ipynb #5f8cc829
-PARTIAL_NB = ".run.partial.ipynb"   # where papermill writes while it runs; moved to run.ipynb once whole
-
-def run_paths(run: dict, root, outputs) -> dict:
-    "Relative paths of a run: notebook and output (and papermill's `partial` output) from the repo root, out_dir from `nbs/`."
-    root = Path(root).resolve(); d = Path(outputs).resolve()/RUNS_DIR/run["run_id"]
-    rel = lambda p, start: os.path.relpath(p, start)
-    return {"dir": d, "input": rel(root/"nbs"/run["notebook"], root), "output": rel(d/"run.ipynb", root),
-            "partial": rel(d/PARTIAL_NB, root), "params": rel(d/"params.yaml", root), "out_dir": rel(d, root/"nbs")}
-
-def papermill_command(run: dict, root, outputs) -> str:
-    "The plain papermill command (run from the repo root) that reproduces `run`."
-    p = run_paths(run, root, outputs)
-    return shlex.join(["papermill", p["input"], p["output"], "-f", p["params"], "--cwd", "nbs", "-k", "python3"])
-
-# %% ../nbs/13_execution.ipynb #28992c53
-def scrub_paths(text: str, root) -> str:
-    "Replace absolute repo / env / home prefixes in `text` by `<repo>`, `<env>`, `~`."
-    for prefix, tag in sorted([(str(Path(root).resolve()), "<repo>"), (sys.prefix, "<env>"),
-                               (sys.base_prefix, "<python>"), (str(Path.home()), "~")], key=lambda x: -len(x[0])):
-        if len(prefix) > 1: text = text.replace(prefix, tag)
-    return text
-
-# %% ../nbs/13_execution.ipynb #0c44dec4
-def publish_artefacts(run: dict, run_dir, outputs) -> list:
-    "Link a finished run's artefacts into place (relative symlinks, made atomically), never over another run's; returns the links made."
-    made = []
-    for src, dst in KINDS[run["kind"]].publish(run["params"]):
-        s, t = Path(run_dir)/src, Path(outputs)/dst
-        if not s.exists(): continue
-        rel = os.path.relpath(s, t.parent)
-        if t.is_symlink() and os.readlink(t) == rel: continue
-        if t.exists() or t.is_symlink():
-            if t.is_symlink() or not s.is_file() or not t.is_file() or t.read_bytes() != s.read_bytes():
-                print(f"{artefact_name(('@', dst))} stays as published by {os.readlink(t) if t.is_symlink() else 'another run or by hand'}; "
-                      f"{run['run_id']}'s is in its run folder (the runs of its grid read it there). Fix: remove "
-                      f"{artefact_name(('@', dst))} and rerun `baldro run` to publish this one there.", file=sys.stderr)
-            continue
-        t.parent.mkdir(parents=True, exist_ok=True); tmp = t.with_name(f".{t.name}.{os.getpid()}.link")
-        with contextlib.suppress(FileNotFoundError): tmp.unlink()
-        os.symlink(rel, tmp); os.replace(tmp, t); made.append(t)
-    return made
-
-# %% ../nbs/13_execution.ipynb #5a7e0c02
-RUN_STATES = ("done", "running", "error", "interrupted", "corrupt", "incomplete")
-
-@dataclass
-class RunState:
-    "What a run folder's files say: `state` (one of `RUN_STATES`), the files read (`status`, `params`, `metrics`) and the unreadable ones."
-    state: str
-    status: dict = field(default_factory=dict)
-    params: dict = field(default_factory=dict)
-    metrics: dict | None = None
-    problems: list = field(default_factory=list)   # "path: reason", one per file that cannot be read
-    @property
-    def done(self) -> bool: return self.state == "done"
-
-def _load(path: Path, reader, problems: list):
-    "The JSON/YAML object in `path`; None if it is missing, or (noted in `problems`) unreadable or not an object."
-    try: v = reader(path)
-    except FileNotFoundError: return None
-    except Exception as e: problems.append(f"{path}: {type(e).__name__}: {e}"); return None
-    if not isinstance(v, dict): problems.append(f"{path}: holds a {type(v).__name__}, not an object"); return None
-    return v
-
-ARTEFACTS_JSON = "artefacts.json"   # in a finished run's folder: the size of every file it made that others read
-RESULT_FILES = (MINI_ENDPOINTS, MINI_TRAJECTORY, MINI_SAMPLES, MINI_CALIBRATION, "TOFU_EVAL.json", "TOFU_SUMMARY.json", "steps.jsonl")
-
-RECORDED_IN_FOLDERS = (*WEIGHT_FILES, "tokenizer.json", "config.json")   # of a published folder: what others read (logs of the training vary)
-
-def _files(p: Path) -> list[Path]:
-    if p.is_file(): return [p]
-    return sorted({f for g in RECORDED_IN_FOLDERS for f in p.glob(g) if f.is_file()}) if p.is_dir() else []
-
-def record_artefacts(run: dict, d) -> dict:
-    "Write `artefacts.json`: {path in the run folder: size} of what `run` publishes (links followed) and its result files."
-    d = Path(d); srcs = [src for src, _ in KINDS[run["kind"]].publish(run["params"])] + [f for f in RESULT_FILES if (d/f).is_file()]
-    rec = {f.relative_to(d).as_posix(): f.stat().st_size for s in dict.fromkeys(srcs) for f in _files(d/s)}
-    write_json(d/ARTEFACTS_JSON, rec); return rec
-
-def _artefacts_lost(d: Path) -> list[str]:
-    "What of a run's recorded artefacts is missing or changed size since it finished, as `path: reason`."
-    try: rec = read_json(d/ARTEFACTS_JSON)
-    except (OSError, ValueError): return []   # recorded before artefacts.json existed, or unreadable: nothing to compare
-    out = []
-    for rel, size in rec.items():
-        f = d/rel
-        if not f.is_file(): out.append(f"{f}: missing (it was there when the run finished)")
-        elif f.stat().st_size != size: out.append(f"{f}: {f.stat().st_size} bytes, {size} when the run finished")
-    return out
-
-def lock_held(d) -> bool:
-    "Whether a live process holds the lock of run folder `d` (`execute_run` holds it for the whole run)."
-    try: fd = os.open(Path(d)/".lock", os.O_RDONLY)
-    except OSError: return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)   # released by the close below
-        return False
-    except OSError: return True
-    finally: os.close(fd)
-
-def run_state(d, check_lock: bool = True) -> RunState:
-    "Derive a run folder's state from its files alone (see above); `check_lock=False` when the caller holds the lock."
-    d, problems = Path(d), []
-    st = _load(d/"status.json", read_json, problems) or {}
-    params = _load(d/"params.yaml", read_yaml, problems)
-    metrics = _load(d/"metrics.json", read_json, problems)
-    s = st.get("status")
-    if s == "running" and check_lock and lock_held(d): state = "running"
-    elif s in ("error", "interrupted"): state = s
-    elif any(p.startswith((str(d/"metrics.json"), str(d/"params.yaml"))) for p in problems): state = "corrupt"
-    elif metrics is not None and (lost := _artefacts_lost(d)): problems += lost; state = "corrupt"
-    elif metrics is not None: state = "done"
-    else: state = "incomplete"
-    return RunState(state, st, params or {}, metrics, problems)
-
-def list_runs(outputs) -> list[str]:
-    "`baldro list`: one line per run folder (its `run_state`, wall time, id), then a `warning:` line per unreadable file."
-    lines, warn = [], []
-    for d in sorted((Path(outputs)/RUNS_DIR).glob("*/")):
-        rs = run_state(d); lines.append(f"{rs.state:11s} {rs.status.get('wall_s', '') or '':>8} {d.name}")
-        warn += [f"warning: {p}" for p in rs.problems]
-    return lines + warn
+__all__ = ['KERNEL_START_FAILURE', 'INTERRUPT_GRACE_S', 'RUN_LOCK_TIMEOUT_S', 'execute_run', 'schedule', 'kernel_env',
+           'RunInterrupted', 'run_grid']
 
 # %% ../nbs/13_execution.ipynb #229105e9
 KERNEL_START_FAILURE = re.compile(r"Kernel died before replying to kernel_info|Kernel didn't respond in \d+ seconds")
+
+# %% ../nbs/13_execution.ipynb #e13b0003
 INTERRUPT_GRACE_S = 3.0          # after a Ctrl-C, a kernel whose cell has not stopped is killed this much later
 _STOP = {"at": None}             # set in a worker process by an interrupt: its run stops, no later run starts
 
+# %% ../nbs/13_execution.ipynb #e13b0004
 def _interrupt(*_):
     "A worker's SIGINT handler (terminal or runner): interrupt the running cell, kill the kernel if it lingers."
     if _STOP["at"] is not None: return
@@ -163,13 +40,16 @@ def _interrupt(*_):
     signal_kernels(signal.SIGINT)
     t = threading.Timer(INTERRUPT_GRACE_S, signal_kernels, (signal.SIGKILL,)); t.daemon = True; t.start()
 
+# %% ../nbs/13_execution.ipynb #e13b0006
 def _abort(*_):
     "A worker's SIGUSR2 handler (the runner's second interrupt): kill the kernel now and exit."
     signal_kernels(signal.SIGKILL); os._exit(130)
 
+# %% ../nbs/13_execution.ipynb #e13b0007
 def _kernel_started(pid: int):
     if _STOP["at"] is not None: signal_kernels(signal.SIGKILL)   # started while stopping: never runs a cell
 
+# %% ../nbs/13_execution.ipynb #e13b000a
 class _WorkerPids:
     "Shared memory in which each worker of a pool writes its pid (`_worker_init`), for the runner's signal handler to read; `stopping`: the runner was interrupted."
     def __init__(self, ctx, n: int): self.slots, self.stopping, self.claim = ctx.RawArray("i", n), ctx.RawValue("b", 0), ctx.Lock()
@@ -182,6 +62,7 @@ class _WorkerPids:
             if free: self.slots[free[0]] = pid
         return bool(self.stopping.value)
 
+# %% ../nbs/13_execution.ipynb #e13b000c
 def _worker_init(pids: _WorkerPids | None = None):
     "Initializer of the local executor's worker processes: die with the runner, handle interrupts as above, tell the runner our pid."
     _die_with_parent()
@@ -193,45 +74,14 @@ def _worker_init(pids: _WorkerPids | None = None):
     # a worker that starts after the runner forwarded an interrupt missed it: it stops as if it had got it (runs nothing)
     if pids is not None and pids.record(os.getpid()) and signal.getsignal(signal.SIGINT) is _interrupt: _interrupt()
 
+# %% ../nbs/13_execution.ipynb #e13b000e
 def _err(e: BaseException, root) -> str:
     return scrub_paths(f"{type(e).__name__}: {e}", root)[:2000]
 
-def _write(fn, path, *args):
-    "`fn(path, *args)` (a writer), naming `path` in an OSError that does not (a full disk fails the write, not the open)."
-    try: return fn(path, *args)
-    except OSError as e:
-        if e.filename is None and e.errno: raise OSError(e.errno, e.strerror, str(path)) from e
-        raise
-
-def _clear_attempt(d: Path):
-    "Remove what an unfinished earlier attempt left that this one writes again (a corrupt metrics.json is kept aside)."
-    m = d/"metrics.json"
-    if m.exists():
-        if _load(m, read_json, []) is None: os.replace(m, d/"metrics.json.corrupt")
-        else: m.unlink()
-    for f in ("status.json", "error.json", "run.ipynb", PARTIAL_NB, ARTEFACTS_JSON): (d/f).unlink(missing_ok=True)
-
-def _promote_notebook(d: Path, P: dict, root) -> str | None:
-    "Move papermill's output to `run.ipynb` (paths scrubbed, atomically) if it is whole JSON; else keep it and say why."
-    part = d/PARTIAL_NB
-    try: text = part.read_text()
-    except FileNotFoundError: return None
-    text = text.replace(P["partial"], P["output"])          # papermill's metadata names the path it wrote
-    try: json.loads(text)
-    except ValueError: return f"its executed notebook was cut short (kept as {PARTIAL_NB}, not run.ipynb)"
-    _write(atomic_write, d/"run.ipynb", scrub_paths(text, root)); part.unlink()
-    return None
-
-def _record_finished(run: dict, d: Path, P: dict, root, outputs, st: dict) -> dict:
-    "A done run whose status.json does not say ok (its executor died after the notebook's last write): record it."
-    _promote_notebook(d, P, root); publish_artefacts(run, d, outputs); record_artefacts(run, d)
-    st = {**st, "run_id": run["run_id"], "kind": run["kind"], "notebook": run["notebook"], "status": "ok", "error": None,
-          "note": "recorded after its runner stopped (metrics.json was whole)"}
-    _write(write_json, d/"status.json", st)
-    return st
-
+# %% ../nbs/13_execution.ipynb #e13b0011
 RUN_LOCK_TIMEOUT_S = 30.0   # how long a runner waits for the lock of a run folder that another process holds
 
+# %% ../nbs/13_execution.ipynb #e13b0012
 def _busy(run_id: str, e: LockTimeout) -> BaldroError:
     "The error of a runner that found `run_id` being run by another process for `RUN_LOCK_TIMEOUT_S` s."
     return BaldroError(f"run {run_id} is being run by another process: its lock {e.path} is held by {e.holder} "
@@ -239,6 +89,7 @@ def _busy(run_id: str, e: LockTimeout) -> BaldroError:
                        "again, which skips what it finished; to run two grids at once, give the second its own outputs "
                        "folder (BALDRO_OUTPUTS=...).")
 
+# %% ../nbs/13_execution.ipynb #e13b0015
 def execute_run(run: dict, root, outputs, env: dict | None = None, timeout: float | None = None) -> dict:
     "Run one resolved run in this process (papermill with cwd `nbs/`); returns its status dict, also when it fails."
     base = {"run_id": run["run_id"], "kind": run["kind"], "notebook": run["notebook"]}
@@ -258,28 +109,25 @@ def execute_run(run: dict, root, outputs, env: dict | None = None, timeout: floa
         with contextlib.suppress(Exception): write_json(d/"status.json", st)
         return st
 
-def _execute_locked(run, root, outputs, P, base, timeout) -> dict:
-    import papermill as pm
-    d = P["dir"]
-    if _STOP["at"] is not None: return {**base, "status": "cancelled"}
-    rs = run_state(d, check_lock=False)
-    if rs.done:
-        if rs.status.get("status") != "ok":
-            with contextlib.suppress(OSError): _record_finished(run, d, P, root, outputs, rs.status)   # done either way
-        return {**base, "status": "skipped"}
-    _clear_attempt(d)
-    params = {**run["params"], "out_dir": P["out_dir"]}
+# %% ../nbs/13_execution.ipynb #e13b0017
+def _write_params(run: dict, root, outputs, P: dict) -> dict:
+    "Write the run's `params.yaml`, `env.json` and `command.txt` into its folder; returns the parameters papermill gets."
+    d = P["dir"]; params = {**run["params"], "out_dir": P["out_dir"]}
     _write(write_yaml, d/"params.yaml", params)
     _write(write_json, d/"env.json", capture_env(root))
     # the kernel's thread count and arithmetic caps decide the last digits: the printed command sets them too
     ar = " ".join(f"{k}={shlex.quote(os.environ[k])}" for k in ARITHMETIC_VARS if k in os.environ)
     _write(atomic_write, d/"command.txt", (f"{ar} " if ar else "") + papermill_command(run, root, outputs) + "\n")
-    st = {**base, "status": "running"}
-    _write(write_json, d/"status.json", st)
-    t0, err, ctrl_c = time.time(), None, False
+    return params
+
+# %% ../nbs/13_execution.ipynb #e13b001a
+def _papermill(P: dict, params: dict, timeout) -> tuple[str | None, bool]:
+    "Execute the run's notebook (a kernel that dies while starting gets one more try); returns (error or None, Ctrl-C)."
+    import papermill as pm
+    err, ctrl_c = None, False
     saved = os.dup(2)  # the kernel inherits stderr: its chatter goes to the run's kernel.log, not the console
     try:
-        with open(d/"kernel.log", "ab") as klog:
+        with open(P["dir"]/"kernel.log", "ab") as klog:
             os.dup2(klog.fileno(), 2)
             for attempt in (1, 2):   # a kernel that dies while starting (a ZMQ start-up race) gets one more try
                 err = None
@@ -293,8 +141,12 @@ def _execute_locked(run, root, outputs, P, base, timeout) -> dict:
                 if ctrl_c or _STOP["at"] is not None or not (err and KERNEL_START_FAILURE.search(err)): break
     finally:
         os.dup2(saved, 2); os.close(saved); LIVE_KERNELS.clear()
-    st["wall_s"] = round(time.time() - t0, 2)
-    stopped = ctrl_c or _STOP["at"] is not None
+    return err, ctrl_c
+
+# %% ../nbs/13_execution.ipynb #e13b001c
+def _outcome(run: dict, P: dict, root, outputs, st: dict, err: str | None, ctrl_c: bool) -> dict:
+    "Record in `st` and `status.json` how the attempt ended (a Ctrl-C is raised again once recorded); returns `st`."
+    d = P["dir"]; stopped = ctrl_c or _STOP["at"] is not None
     cut = _promote_notebook(d, P, root)
     done = run_state(d, check_lock=False)   # status.json still says running: metrics.json decides
     if err is None and not done.done:
@@ -309,56 +161,23 @@ def _execute_locked(run, root, outputs, P, base, timeout) -> dict:
     if ctrl_c: raise KeyboardInterrupt
     return st
 
-# %% ../nbs/13_execution.ipynb #86d8fb69
-def _flat(v):
-    return json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v
-
-def run_row(d: Path, rs: RunState | None = None) -> dict | None:
-    "The results row of one run folder (None unless `run_state` says done or error)."
-    d = Path(d); rs = rs or run_state(d)
-    if rs.state not in ("done", "error"): return None
-    st, params, done = rs.status, dict(rs.params), rs.done
-    params.pop("out_dir", None)
-    metrics = rs.metrics if done else {}
-    row = {**{k: _flat(v) for k, v in params.items()}, **{k: _flat(v) for k, v in metrics.items()}}
-    row.update(run_id=d.name, kind=st.get("kind", row.get("kind")), status="ok" if done else "error",
-               wall_s=st.get("wall_s"), error=None if done else st.get("error"))
-    if row.get("method") is None and row["kind"] == "unlearn": row["method"] = method_label(params)
-    m = _load(d/"method.json", read_json, rs.problems)
-    if m:   # the settings the run resolved (defaults included), where params left them out
-        hp = m.get("reweighting_hp") or {}
-        resolved = dict(compat=m.get("compat"), direction=hp.get("direction"), pool=hp.get("pool"),
-                        beta_dv=hp.get("beta_dv") if m.get("reweighting") == "dv" else None, ratio=hp.get("ratio"))
-        for k, v in resolved.items():
-            if v is not None and row.get(k) in (None, ""): row[k] = v
-    return row
-
-def failed_row(run: dict, st: dict) -> dict:
-    "The results row of a failed run from its resolved `run` and returned status `st` (for `collect`'s `extra_rows`)."
-    row = {**{k: _flat(v) for k, v in run["params"].items()}, "run_id": run["run_id"], "kind": run["kind"],
-           "status": "error", "wall_s": st.get("wall_s"), "error": st.get("error")}
-    if row.get("method") is None and run["kind"] == "unlearn": row["method"] = method_label(run["params"])
-    return row
-
-def collect(outputs, extra_rows=(), warn: bool = True) -> Path:
-    "Rebuild `<outputs>/results.csv` atomically from the run folders (and `extra_rows`); returns its path."
-    outputs = Path(outputs); rows = {}
-    for d in sorted((outputs/RUNS_DIR).glob("*/")):
-        rs = run_state(d); r = run_row(d, rs)
-        if warn:
-            for p in rs.problems:
-                what = ("run left out of results.csv; `baldro run` redoes it" if rs.state == "corrupt" else "file ignored")
-                print(f"warning: {p} ({what})", file=sys.stderr)
-        if r: rows[r["run_id"]] = r
-    for r in extra_rows: rows.setdefault(r["run_id"], r)
-    rows = [rows[k] for k in sorted(rows)]
-    extra = sorted({k for r in rows for k in r} - set(RESULT_COLUMNS))
-    cols = [*RESULT_COLUMNS, *extra]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-    w.writeheader()
-    for r in rows: w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
-    return _write(atomic_write, outputs/RESULTS_CSV, buf.getvalue())
+# %% ../nbs/13_execution.ipynb #e13b001f
+def _execute_locked(run, root, outputs, P, base, timeout) -> dict:
+    d = P["dir"]
+    if _STOP["at"] is not None: return {**base, "status": "cancelled"}
+    rs = run_state(d, check_lock=False)
+    if rs.done:
+        if rs.status.get("status") != "ok":
+            with contextlib.suppress(OSError): _record_finished(run, d, P, root, outputs, rs.status)   # done either way
+        return {**base, "status": "skipped"}
+    _clear_attempt(d)
+    params = _write_params(run, root, outputs, P)
+    st = {**base, "status": "running"}
+    _write(write_json, d/"status.json", st)
+    t0 = time.time()
+    err, ctrl_c = _papermill(P, params, timeout)
+    st["wall_s"] = round(time.time() - t0, 2)
+    return _outcome(run, P, root, outputs, st, err, ctrl_c)
 
 # %% ../nbs/13_execution.ipynb #7b1e5c02
 def schedule(order, deps: dict, jobs: int, submit, wait, stopped=lambda: False) -> list:
@@ -388,6 +207,7 @@ def kernel_env(threads: int = 1, pinned: bool = True) -> dict:
     if os.environ.get("BALDRO_ONLINE") != "1": env |= {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     return env | arithmetic_env(threads, pinned)
 
+# %% ../nbs/13_execution.ipynb #e13b0021
 def _level_barrier(levels) -> dict:
     "Dependencies that make every run wait for all runs of the levels before its own (the old level-by-level order)."
     deps, before = {}, set()
@@ -396,6 +216,7 @@ def _level_barrier(levels) -> dict:
         before |= {r["run_id"] for r in lv}
     return deps
 
+# %% ../nbs/13_execution.ipynb #e13b0024
 def _local_levels(levels, root, outputs, jobs, timeout, on_done, warm_kernels: bool = False, stop=None, env=None, deps=None):
     "Run `levels`' runs in `jobs` worker processes, each as soon as its `deps` finished (`schedule`; without `deps`: level by level)."
     from baldro_nb import execution as X  # pickled by reference: the exported module, not a notebook namespace
@@ -433,6 +254,7 @@ def _local_levels(levels, root, outputs, jobs, timeout, on_done, warm_kernels: b
         stop.pids, stop.stopping = (lambda: []), (lambda: None)
         if srv: srv.stop()
 
+# %% ../nbs/13_execution.ipynb #e13b0025
 def _slurm_levels(levels, root, outputs, jobs, timeout, on_done, cluster="slurm", partition=None, gpus=1,
                   time_min=240, cpus=None, mem_gb=None, stop=None, env=None):
     import submitit
@@ -468,6 +290,7 @@ def _slurm_levels(levels, root, outputs, jobs, timeout, on_done, cluster="slurm"
 class RunInterrupted(BaldroError):
     "`run_grid` stopped by Ctrl-C (or SIGTERM): the interrupted runs are recorded and `results.csv` is current."
 
+# %% ../nbs/13_execution.ipynb #e13b0026
 class _Interrupts:
     "The runner's SIGINT/SIGTERM handling while a grid executes: the first stops cleanly (`requested`), the second exits at once."
     def __init__(self): self.requested, self.pids, self.stopping, self._old = False, (lambda: []), (lambda: None), {}
@@ -494,6 +317,7 @@ class _Interrupts:
         self._send(signal.SIGUSR2); time.sleep(0.3); self._send(signal.SIGKILL)
         os._exit(130)
 
+# %% ../nbs/13_execution.ipynb #e13b0028
 def _mark_interrupted(d: Path) -> bool:
     "Record as interrupted a run whose worker is gone while its status.json still says running (no whole metrics.json)."
     rs = run_state(d)
@@ -502,11 +326,13 @@ def _mark_interrupted(d: Path) -> bool:
         write_json(d/"status.json", {**rs.status, "status": "interrupted", "error": "interrupted (Ctrl-C) before its worker could record it"})
     return True
 
+# %% ../nbs/13_execution.ipynb #e13b002b
 def _resume_command(params, only) -> str:
     if not isinstance(params, (str, os.PathLike)): return "run_grid(...) again with the same grid"
     p = Path(params); p = os.path.relpath(p) if p.is_absolute() and str(p).startswith(os.getcwd()) else str(p)
     return f"baldro run {p}" + (f" --only '{only}'" if only else "")
 
+# %% ../nbs/13_execution.ipynb #e13b002e
 def _interrupt_report(todo: list, statuses: list, marked: set, outputs, params, only) -> str:
     "What an interrupted grid finished, interrupted and never started (run ids of `todo`), and how to resume."
     by = {s["run_id"]: s["status"] for s in statuses}
@@ -529,6 +355,7 @@ def _method_note(run: dict, root) -> str:
     if run["kind"] != "unlearn" or "training" not in notebook_params(Path(root)/"nbs"/run["notebook"]): return ""
     m = run_method(run, root); return f"  -> {m.name} ({m.compat})"
 
+# %% ../nbs/13_execution.ipynb #e13b0031
 def _wait_for_other_runners(rids, state: dict, outputs):
     "Runs another process is doing: wait up to `RUN_LOCK_TIMEOUT_S` s in all until each is finished (its `state` read again), else raise."
     deadline = time.time() + RUN_LOCK_TIMEOUT_S
@@ -538,48 +365,55 @@ def _wait_for_other_runners(rids, state: dict, outputs):
             with file_lock(d/".lock", timeout=max(0.0, deadline - time.time())): state[rid] = run_state(d, check_lock=False)
         except LockTimeout as e: raise _busy(rid, e) from None
 
+# %% ../nbs/13_execution.ipynb #e13b0032
 def _state_note(rs: RunState) -> str:
     if rs.state == "corrupt": return f"  (corrupt: {rs.problems[0]})"
     return f"  ({rs.state})" if rs.state in ("error", "interrupted", "running") else ""
 
-def run_grid(params, root=None, outputs=None, jobs: int = 1, executor: str = "local", only: str | None = None,
-             dry_run: bool = False, timeout: float | None = None, progress: bool = True, warm_kernels: bool = False,
-             threads: int = 1, pinned: bool = True, **slurm) -> list[dict]:
-    "Validate, order and execute every run of `params` (`threads` per run, arithmetic `pinned`); rebuild results.csv after each run."
-    from tqdm.auto import tqdm
-    env = kernel_env(threads, pinned)   # checks `threads` before anything runs
-    root = Path(root or repo_root()).resolve()
-    outputs = Path(outputs or os.environ.get("BALDRO_OUTPUTS") or root/"outputs").resolve()
-    runs = load_runs(params, root, outputs)   # keyed by what they consume, in the grid or in `outputs`
-    if only:
-        sel = [r for r in runs if fnmatch.fnmatch(r["run_id"], only) or only in r["run_id"]]
-        check(sel, f"--only {only!r} matches no run.", "run `baldro run FILE --dry-run` to list the run ids.")
-        runs = _with_needs(sel, runs)
-    validate(runs, root, outputs)
-    levels = plan(runs)
-    state = {r["run_id"]: run_state(outputs/RUNS_DIR/r["run_id"]) for lv in levels for r in lv}
+# %% ../nbs/13_execution.ipynb #e13b0035
+def _only(runs: list, only: str) -> list:
+    "The runs whose id matches `only` (a glob, or a part of the id), with the runs that make what they need."
+    sel = [r for r in runs if fnmatch.fnmatch(r["run_id"], only) or only in r["run_id"]]
+    check(sel, f"--only {only!r} matches no run.", "run `baldro run FILE --dry-run` to list the run ids.")
+    return _with_needs(sel, runs)
+
+# %% ../nbs/13_execution.ipynb #e13b0038
+def _dry_run(levels: list, state: dict, root) -> list[dict]:
+    "Print one line per run (level, done or todo, id, method, why a run to do is not new); returns each run's status."
     done = lambda r: state[r["run_id"]].done
-    if dry_run:
-        for i, lv in enumerate(levels):
-            for r in lv:
-                print(f"[{i}] {'done' if done(r) else 'todo'}  {r['run_id']}{_method_note(r, root)}{_state_note(state[r['run_id']])}")
-        return [{"run_id": r["run_id"], "status": "done" if done(r) else "todo"} for lv in levels for r in lv]
-    _wait_for_other_runners([rid for rid, rs in state.items() if rs.state == "running"], state, outputs)
-    for r in [r for lv in levels for r in lv if done(r) and state[r["run_id"]].status.get("status") != "ok"]:
+    for i, lv in enumerate(levels):
+        for r in lv:
+            print(f"[{i}] {'done' if done(r) else 'todo'}  {r['run_id']}{_method_note(r, root)}{_state_note(state[r['run_id']])}")
+    return [{"run_id": r["run_id"], "status": "done" if done(r) else "todo"} for lv in levels for r in lv]
+
+# %% ../nbs/13_execution.ipynb #e13b003b
+def _record_done(levels: list, state: dict, root, outputs):
+    "Record every run of `levels` that is done by its files while its `status.json` does not say ok; a failure is a warning."
+    for r in [r for lv in levels for r in lv if state[r["run_id"]].done and state[r["run_id"]].status.get("status") != "ok"]:
         try: _record_finished(r, outputs/RUNS_DIR/r["run_id"], run_paths(r, root, outputs), root, outputs, state[r["run_id"]].status)
         except OSError as e: print(f"warning: could not record the finished run {r['run_id']}: {_err(e, root)}", file=sys.stderr)
+
+# %% ../nbs/13_execution.ipynb #e13b003e
+def _todo(levels: list, state: dict, root, outputs) -> list[list[dict]]:
+    "The runs of `levels` that are not done, level by level, fed their providers' artefacts; a corrupt one is announced as redone."
     by_id = {r["run_id"]: r for lv in levels for r in lv}
     def fed(r):   # the run, reading its providers' artefacts from their run folders (where its notebook takes the path)
         declared = notebook_params(root/"nbs"/r["notebook"])
         add = {k: v for k, v in input_params(r, by_id, root, outputs).items() if k in declared and r["params"].get(k) is None}
         return {**r, "params": {**r["params"], **add}} if add else r
-    statuses, todo = [], [[fed(r) for r in lv if not done(r)] for lv in levels]
+    todo = [[fed(r) for r in lv if not state[r["run_id"]].done] for lv in levels]
     for r in [r for lv in todo for r in lv if state[r["run_id"]].state == "corrupt"]:
         print(f"redoing {r['run_id']}: " + "; ".join(state[r["run_id"]].problems), file=sys.stderr)
+    return todo
+
+# %% ../nbs/13_execution.ipynb #e13b0041
+def _tracker(todo: list, levels: list, root, outputs, progress: bool):
+    "The bar over the runs to do and `on_done(status, run)`; returns (statuses, failed runs' rows by id, bar, on_done)."
+    from tqdm.auto import tqdm
+    statuses, lost, warned = [], {}, set()   # failed runs whose folder could not record it; results.csv write errors shown
     n_skip = sum(len(lv) for lv in levels) - sum(len(lv) for lv in todo)
     bar = tqdm(total=sum(len(lv) for lv in todo), desc="runs", unit="run", disable=not progress, file=sys.stdout)
     if n_skip: print(f"{n_skip} run(s) already finished: skipped.")
-    lost, warned = {}, set()   # failed runs whose folder could not record it; results.csv write errors shown
     def results():
         try: collect(outputs, lost.values(), warn=False)
         except OSError as e:
@@ -590,24 +424,53 @@ def run_grid(params, root=None, outputs=None, jobs: int = 1, executor: str = "lo
         if st.get("status") == "error":
             lost[run["run_id"]] = failed_row(run, st); bar.write(f"FAILED {st['run_id']}: {st.get('error')}")
         results()
+    return statuses, lost, bar, on_done
+
+# %% ../nbs/13_execution.ipynb #e13b0044
+def _execute(todo, levels, root, outputs, executor, jobs, timeout, on_done, warm_kernels, stop, env, slurm: dict):
+    "Execute `todo` with `executor` (local, slurm or submitit-local); starts nothing when there is nothing to do."
+    if not any(todo): pass                   # nothing to run: no workers, no fork server
+    elif executor == "local":
+        _local_levels(todo, root, outputs, max(1, jobs), timeout, on_done, warm_kernels, stop=stop, env=env,
+                      deps=run_dependencies([r for lv in levels for r in lv]))   # from the plan's runs, not the fed ones
+    elif executor in ("slurm", "submitit-local"):
+        _slurm_levels(todo, root, outputs, jobs, timeout, on_done, cluster="local" if executor == "submitit-local" else "slurm",
+                      stop=stop, env=env, **slurm)
+    else: raise BaldroError(f"unknown executor {executor!r}. Fix: use local, slurm or submitit-local.")
+
+# %% ../nbs/13_execution.ipynb #e13b0047
+def _wrap_up(todo: list, statuses: list, lost: dict, stop, outputs, root, params, only):
+    "After the executor: mark the interrupted runs, rebuild results.csv, report an interrupt (and raise `RunInterrupted`)."
+    ids = [r["run_id"] for lv in todo for r in lv]
+    marked = {rid for rid in ids if stop.requested and _mark_interrupted(outputs/RUNS_DIR/rid)}
+    try: collect(outputs, lost.values())
+    except OSError as e:
+        raise BaldroError(f"could not write {outputs/RESULTS_CSV}: {_err(e, root)}. Fix: free disk space or make the "
+                          "outputs folder writable, then run `baldro collect` (the run folders hold every result).") from e
+    if stop.requested:
+        print(_interrupt_report(ids, statuses, marked, outputs, params, only), flush=True)
+        raise RunInterrupted(f"interrupted; rerun `{_resume_command(params, only)}` to finish the grid.")
+
+# %% ../nbs/13_execution.ipynb #e13b004a
+def run_grid(params, root=None, outputs=None, jobs: int = 1, executor: str = "local", only: str | None = None,
+             dry_run: bool = False, timeout: float | None = None, progress: bool = True, warm_kernels: bool = False,
+             threads: int = 1, pinned: bool = True, **slurm) -> list[dict]:
+    "Validate, order and execute every run of `params` (`threads` per run, arithmetic `pinned`); rebuild results.csv after each run."
+    env = kernel_env(threads, pinned)   # checks `threads` before anything runs
+    root = Path(root or repo_root()).resolve()
+    outputs = Path(outputs or os.environ.get("BALDRO_OUTPUTS") or root/"outputs").resolve()
+    runs = load_runs(params, root, outputs)   # keyed by what they consume, in the grid or in `outputs`
+    if only: runs = _only(runs, only)
+    validate(runs, root, outputs)
+    levels = plan(runs)
+    state = {r["run_id"]: run_state(outputs/RUNS_DIR/r["run_id"]) for lv in levels for r in lv}
+    if dry_run: return _dry_run(levels, state, root)
+    _wait_for_other_runners([rid for rid, rs in state.items() if rs.state == "running"], state, outputs)
+    _record_done(levels, state, root, outputs)
+    todo = _todo(levels, state, root, outputs)
+    statuses, lost, bar, on_done = _tracker(todo, levels, root, outputs, progress)
     with _Interrupts() as stop:   # a second interrupt exits at once until run_grid returns
-        try:
-            if not any(todo): pass                   # nothing to run: no workers, no fork server
-            elif executor == "local":
-                _local_levels(todo, root, outputs, max(1, jobs), timeout, on_done, warm_kernels, stop=stop, env=env,
-                              deps=run_dependencies([r for lv in levels for r in lv]))   # from the plan's runs, not the fed ones
-            elif executor in ("slurm", "submitit-local"):
-                _slurm_levels(todo, root, outputs, jobs, timeout, on_done, cluster="local" if executor == "submitit-local" else "slurm",
-                              stop=stop, env=env, **slurm)
-            else: raise BaldroError(f"unknown executor {executor!r}. Fix: use local, slurm or submitit-local.")
+        try: _execute(todo, levels, root, outputs, executor, jobs, timeout, on_done, warm_kernels, stop, env, slurm)
         finally: bar.close()
-        ids = [r["run_id"] for lv in todo for r in lv]
-        marked = {rid for rid in ids if stop.requested and _mark_interrupted(outputs/RUNS_DIR/rid)}
-        try: collect(outputs, lost.values())
-        except OSError as e:
-            raise BaldroError(f"could not write {outputs/RESULTS_CSV}: {_err(e, root)}. Fix: free disk space or make the "
-                              "outputs folder writable, then run `baldro collect` (the run folders hold every result).") from e
-        if stop.requested:
-            print(_interrupt_report(ids, statuses, marked, outputs, params, only), flush=True)
-            raise RunInterrupted(f"interrupted; rerun `{_resume_command(params, only)}` to finish the grid.")
+        _wrap_up(todo, statuses, lost, stop, outputs, root, params, only)
     return statuses

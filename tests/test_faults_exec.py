@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from baldro_nb.core import BaldroError, read_json, write_json
-from baldro_nb.execution import list_runs, run_grid, run_state
+from baldro_nb.execution import run_grid
+from baldro_nb.runfolder import list_runs, run_state
 from baldro_nb.testing import make_fixture_nb, make_fixture_project
 
 ROOT = Path(__file__).resolve().parent.parent
