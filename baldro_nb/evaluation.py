@@ -16,181 +16,16 @@ from .data import IGNORE_INDEX, Template, encode_qa, encode_prompt, load_tofu
 from .vocab import FORGET_SPLITS, MIA_ATTACKS, MODEL_UTILITY_KEYS, RETAIN_IDENTITY, split_pairing
 from .fingerprint import retain_identity, check_retain_identity, RETAIN_IDENTITY_KEYS
 from .gibberish import gibberish_scores
-from .objectives import split_lm
 from .metrics import (MIA_K, exact_memorization, extraction_strength, forget_quality, mia_auc, min_k_pp_score,
                                min_k_score, model_utility, normalised_prob, privleak, prob_agg, rouge_scores,
-                               token_vocab_stats, truth_ratio, zlib_score)
+                               truth_ratio, zlib_score)
+from .engine import Scored, score_sequences, generate_greedy
 
 # %% auto #0
-__all__ = ['MIA_SETS', 'SUMMARY_KEYS', 'EVAL_VERSION', 'Scored', 'score_sequences', 'generate_greedy', 'eval_sets', 'EncodedSet',
-           'encode_eval_set', 'mia_seq_ids', 'mia_scores', 'mia_logs', 'build_logs', 'summarize', 'evaluate_tofu',
-           'write_eval_logs', 'publish_eval_logs', 'read_retain_log', 'retain_truth_ratios', 'load_retain_auc',
-           'make_retain_reference', 'TofuEvalCallback', 'eval_source', 'epoch0_cache_dir', 'cached_epoch0']
-
-# %% ../nbs/10_evaluation.ipynb #11d3f1ab
-@dataclass
-class Scored:
-    "Per-sequence results of `score_sequences`."
-    avg_loss: np.ndarray
-    match: list
-    n_tokens: np.ndarray
-    n_forward: int = 0
-    token_logp: dict = field(default_factory=dict)   # seq -> log p of each labelled token (`token_stats` seqs only)
-    vocab_mu: dict = field(default_factory=dict)     # seq -> μ of log p under the next-token distribution, per token
-    vocab_var: dict = field(default_factory=dict)    # seq -> σ² of the same, per token
-
-# %% ../nbs/10_evaluation.ipynb #571ad8d4
-def _device(model):
-    import torch
-    try: return next(model.parameters()).device
-    except StopIteration: return torch.device("cpu")
-
-# %% ../nbs/10_evaluation.ipynb #b0147ef2
-def _right_pad(rows, pad_id: int, attn_mask: str, position_ids: str):
-    "(ids, attention mask, position ids) of the token lists `rows`, right-padded: the reference mask hides every pad-valued token, the real one only the padding."
-    import torch
-    L = max(map(len, rows))
-    ids = torch.full((len(rows), L), int(pad_id), dtype=torch.long); real = torch.zeros_like(ids, dtype=torch.bool)
-    for r, x in enumerate(rows): ids[r, :len(x)] = torch.tensor(x); real[r, :len(x)] = True
-    mask = ids.ne(int(pad_id)) if attn_mask == "reference" else real
-    pos = torch.arange(L).expand(len(rows), L) if position_ids == "arange" else (mask.long().cumsum(-1) - 1).clamp(min=0)
-    return ids, mask, pos
-
-def _full_logits(model, dec, head, seqs, label_starts, idx, pad_id: int, attn_mask: str, position_ids: str, dev):
-    "(logits, targets) of the labelled tokens of `idx`, in order: every sequence whole, right-padded (the reference's way)."
-    import torch
-    ids, mask, pos = _right_pad([seqs[i] for i in idx], pad_id, attn_mask, position_ids)
-    rows, cols = [], []
-    for r, i in enumerate(idx):
-        t = torch.arange(label_starts[i], len(seqs[i])); rows.append(torch.full_like(t, r)); cols.append(t)
-    rows, cols = torch.cat(rows), torch.cat(cols)
-    kw = dict(input_ids=ids.to(dev), attention_mask=mask.long().to(dev), position_ids=pos.to(dev), use_cache=False)
-    if dec is not None:
-        h = dec(**kw)[0]
-        logits = head(h[rows.to(dev), (cols - 1).to(dev)]).float()
-    else:
-        logits = model(**kw).logits[rows.to(dev), (cols - 1).to(dev)].float()
-    return logits, ids[rows, cols].to(dev)
-
-def _score_batches(seqs, label_starts, grp, batch_size: int, share: bool) -> list[list[int]]:
-    "Index batches, shortest first inside each group (groups never share a batch); with `share`, the sequences of one prompt stay in one batch."
-    n, out = len(seqs), []
-    for g in sorted(set(grp)):
-        if not share:
-            o = sorted((i for i in range(n) if grp[i] == g), key=lambda i: len(seqs[i]))
-            out += [o[b:b + batch_size] for b in range(0, len(o), batch_size)]; continue
-        units, cur = {}, []
-        for i in range(n):
-            if grp[i] == g: units.setdefault(tuple(seqs[i][:label_starts[i]]), []).append(i)
-        for u in sorted(units.values(), key=lambda u: (label_starts[u[0]], u[0])):
-            if cur and len(cur) + len(u) > batch_size: out.append(cur); cur = []
-            cur += u
-        if cur: out.append(cur)
-    return out
-
-def _shared_prompt_logits(dec, head, seqs, label_starts, idx, pad_id: int, attn_mask: str, position_ids: str, dev):
-    "(logits, targets) of the labelled tokens of `idx`, in order: each distinct prompt runs once, its KV cache serves every answer that follows it."
-    import torch
-    keys = [tuple(seqs[i][:label_starts[i]]) for i in idx]
-    P = list(dict.fromkeys(keys))                          # distinct prompts, first-seen order
-    at = {p: r for r, p in enumerate(P)}
-    rix = torch.tensor([at[k] for k in keys]); plen = torch.tensor([len(p) for p in P])
-    conts = [seqs[i][label_starts[i]:] for i in idx]
-    (pid, pm, ppos), (cid, cm, _) = (_right_pad(x, pad_id, attn_mask, position_ids) for x in (P, conts))   # right: no query row all masked
-    am = torch.cat([pm[rix], cm], 1)                       # an answer's keys: its prompt's (pads masked), then its own
-    if position_ids == "arange": cpos = plen[rix][:, None] + torch.arange(cid.shape[1])[None]   # the full sequence's 0..len-1
-    else: cpos = (pm[rix].long().sum(-1, keepdim=True) + cm.long().cumsum(-1) - 1).clamp(min=0)
-    o = dec(input_ids=pid.to(dev), attention_mask=pm.long().to(dev), position_ids=ppos.to(dev), use_cache=True)
-    cache = o.past_key_values
-    if isinstance(cache, tuple):                           # transformers that return the legacy tuple
-        from transformers import DynamicCache
-        cache = DynamicCache.from_legacy_cache(tuple((k[rix.to(dev)], v[rix.to(dev)]) for k, v in cache))
-    else: cache.batch_select_indices(rix.to(dev))
-    hc = dec(input_ids=cid.to(dev), attention_mask=am.long().to(dev), position_ids=cpos.to(dev), past_key_values=cache,
-             use_cache=True).last_hidden_state
-    hp = o.last_hidden_state[torch.arange(len(P)).to(dev), (plen - 1).to(dev)]   # each prompt's last position predicts its answers' first token
-    H = torch.cat([torch.cat([hp[int(rix[j])][None], hc[j, :len(c) - 1]]) for j, c in enumerate(conts)])
-    return head(H).float(), torch.tensor([t for c in conts for t in c]).to(dev)
-
-def score_sequences(model, seqs, label_starts, pad_id: int, batch_size: int = 32, attn_mask: str = "reference",
-                    position_ids: str = "arange", token_stats=(), groups=None, share_prompts: bool = False) -> Scored:
-    "Average NLL (labelled tokens incl. eos) and EM matches (minus last token) of each sequence, in one pass; per-token log p, μ, σ² of the `token_stats` ones; `groups` never share a batch; `share_prompts`: each prompt runs once."
-    import torch
-    check(attn_mask in ("reference", "real"), f"attn_mask must be 'reference' or 'real', got {attn_mask!r}.")
-    check(position_ids in ("arange", "cumsum"), f"position_ids must be 'arange' or 'cumsum', got {position_ids!r}.")
-    n = len(seqs); check(pad_id is not None, "pad_id is None.", "set tokenizer.pad_token (pad = eos as the reference).")
-    for s, st in zip(seqs, label_starts):
-        check(1 <= st < len(s), f"a sequence has no labelled token (label start {st}, length {len(s)}).",
-              "the prompt tokenises to the whole conversation (open-unlearning's 'Tokenization mismatch'); fix the template.")
-    want = set(int(i) for i in (token_stats or ()))
-    check(all(0 <= i < n for i in want), "token_stats holds indices outside the sequence list.")
-    grp = [0] * n if groups is None else list(groups)
-    check(len(grp) == n, f"groups has {len(grp)} entries for {n} sequences.")
-    dec, head = split_lm(model); dev = _device(model)
-    avg = np.zeros(n); ntok = np.zeros(n, dtype=int); match = [None] * n; nf = 0; tlp, tmu, tvar = {}, {}, {}
-    share = share_prompts and dec is not None
-    batches = _score_batches(seqs, label_starts, grp, batch_size, share)
-    was_training = model.training; model.eval()
-    try:
-        with torch.inference_mode():
-            for idx in batches:
-                if share:
-                    logits, tgt = _shared_prompt_logits(dec, head, seqs, label_starts, idx, pad_id, attn_mask, position_ids, dev)
-                    nf += 2
-                else:
-                    logits, tgt = _full_logits(model, dec, head, seqs, label_starts, idx, pad_id, attn_mask, position_ids, dev)
-                    nf += 1
-                nll = -torch.log_softmax(logits, -1).gather(-1, tgt[:, None])[:, 0]
-                hit = (logits.argmax(-1) == tgt).cpu().numpy(); nll = nll.double().cpu().numpy()
-                offs = np.cumsum([0] + [len(seqs[i]) - label_starts[i] for i in idx])
-                sel = [r for r, i in enumerate(idx) if i in want]
-                if sel:                                      # MIA rows: float64 statistics from the same logits
-                    ridx = torch.cat([torch.arange(int(offs[r]), int(offs[r + 1])) for r in sel]).to(dev)
-                    y, m, v = (x.cpu().numpy() for x in token_vocab_stats(logits[ridx], tgt[ridx])); p0 = 0
-                    for r in sel:
-                        a, b, i = int(offs[r]), int(offs[r + 1]), idx[r]
-                        tlp[i], tmu[i], tvar[i] = y[p0:p0 + b - a], m[p0:p0 + b - a], v[p0:p0 + b - a]; p0 += b - a
-                for r, i in enumerate(idx):
-                    a, b = int(offs[r]), int(offs[r + 1])
-                    avg[i] = nll[a:b].mean(); ntok[i] = b - a; match[i] = hit[a:b - 1]
-    finally:
-        if was_training: model.train()
-    return Scored(avg, match, ntok, nf, tlp, tmu, tvar)
-
-# %% ../nbs/10_evaluation.ipynb #fd170678
-def _eos_ids(model, tokenizer):
-    e = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if e is None: e = tokenizer.eos_token_id
-    return [int(x) for x in (e if isinstance(e, (list, tuple)) else [e])]
-
-def generate_greedy(model, tokenizer, prompts, batch_size: int = 32, max_new_tokens: int = 200,
-                    attn_mask: str = "reference") -> tuple[list[str], int]:
-    "Greedy continuations of each prompt (list of id lists), cut at eos and stripped; also the number of generate calls."
-    import torch
-    from transformers import GenerationConfig
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos = _eos_ids(model, tokenizer)
-    gc = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.eos_token_id,
-                          eos_token_id=eos, use_cache=True, temperature=None, top_p=None, top_k=None)
-    eos_str = tokenizer.decode([tokenizer.eos_token_id])
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i])); out = [None] * len(prompts); calls = 0
-    dev = _device(model); was_training = model.training; model.eval()
-    try:
-        with torch.inference_mode():
-            for b0 in range(0, len(order), batch_size):
-                idx = order[b0:b0 + batch_size]; P = max(len(prompts[i]) for i in idx)
-                ids = torch.full((len(idx), P), int(pad), dtype=torch.long); real = torch.zeros_like(ids, dtype=torch.bool)
-                for r, i in enumerate(idx):
-                    ids[r, P - len(prompts[i]):] = torch.tensor(prompts[i]); real[r, P - len(prompts[i]):] = True
-                mask = ids.ne(int(pad)) if attn_mask == "reference" else real
-                gen = model.generate(input_ids=ids.to(dev), attention_mask=mask.long().to(dev), generation_config=gc)
-                calls += 1
-                texts = tokenizer.batch_decode(gen[:, P:], skip_special_tokens=True, clean_up_tokenization_spaces=True)
-                for i, t in zip(idx, texts):
-                    out[i] = (t.split(eos_str)[0] if eos_str else t).strip()
-    finally:
-        if was_training: model.train()
-    return out, calls
+__all__ = ['MIA_SETS', 'SUMMARY_KEYS', 'EVAL_VERSION', 'eval_sets', 'EncodedSet', 'encode_eval_set', 'mia_seq_ids', 'mia_scores',
+           'mia_logs', 'build_logs', 'summarize', 'evaluate_tofu', 'write_eval_logs', 'publish_eval_logs',
+           'read_retain_log', 'retain_truth_ratios', 'load_retain_auc', 'make_retain_reference', 'TofuEvalCallback',
+           'eval_source', 'epoch0_cache_dir', 'cached_epoch0']
 
 # %% ../nbs/10_evaluation.ipynb #8f5b9923
 MIA_SETS = ("forget", "holdout")
@@ -216,6 +51,7 @@ class EncodedSet:
     keys: list = field(default_factory=list)    # (row, variant, k): variant in answer / para / pert
     label_texts: list = field(default_factory=list)  # MIA sets: the answer's labelled tokens decoded (zlib attack)
 
+# %% ../nbs/10_evaluation.ipynb #756a1cfb
 _ENC_CACHE: "OrderedDict" = OrderedDict()   # the most recently used encodings, at most _ENC_CACHE_SIZE
 _ENC_CACHE_SIZE = 32
 
@@ -224,6 +60,14 @@ def _rows(config, source):
         check(config in source, f"the in-memory source has no config {config!r}.", "add it to the dict.")
         return list(source[config])
     return [dict(r) for r in load_tofu(config, source)]
+
+# %% ../nbs/10_evaluation.ipynb #76e7821b
+def _row_variants(name: str, r: dict) -> list:
+    "(variant, k, answer text) of each answer of row `r` of the `name` set: answer, para (forget, retain), pert k (not holdout)."
+    variants = [("answer", 0, r["answer"])]
+    if name in ("forget", "retain"): variants.append(("para", 0, r["paraphrased_answer"]))
+    if name != "holdout": variants += [("pert", k, a) for k, a in enumerate(r["perturbed_answer"])]
+    return variants
 
 # %% ../nbs/10_evaluation.ipynb #9caa2494
 def encode_eval_set(name, config, tokenizer, template, source=None, question_key: str = "question") -> EncodedSet:
@@ -243,10 +87,7 @@ def encode_eval_set(name, config, tokenizer, template, source=None, question_key
         g = encode_qa(tokenizer, template, r[qk], r["answer"], predict_with_generate=True, prompt_ids=p)
         es.prompts.append(list(g["input_ids"])); inp = dec(g["input_ids"])
         es.inputs.append(inp); es.ground_truth.append(dec(g["labels"]).replace(inp, "").strip())
-        variants = [("answer", 0, r["answer"])]
-        if name in ("forget", "retain"): variants.append(("para", 0, r["paraphrased_answer"]))
-        if name != "holdout": variants += [("pert", k, a) for k, a in enumerate(r["perturbed_answer"])]
-        for v, k, a in variants:
+        for v, k, a in _row_variants(name, r):
             e = encode_qa(tokenizer, template, r[qk], a, prompt_ids=p)
             st = next((j for j, l in enumerate(e["labels"]) if l != IGNORE_INDEX), len(e["labels"]))
             es.seqs.append(list(e["input_ids"])); es.starts.append(st); es.keys.append((i, v, k))
@@ -267,12 +108,14 @@ def _by_row(es: EncodedSet, sc, off):
         if v == "answer": M[i] = sc.match[off + j]
     return L["answer"], L["para"], np.array(pert, dtype=np.float64), M
 
+# %% ../nbs/10_evaluation.ipynb #bcf997df
 def _prob_entry(L) -> dict:
     L = np.asarray(L, dtype=np.float64); p = np.exp(-L)
     vbi = {str(i): {"prob": (p[i].tolist() if p.ndim > 1 else float(p[i])),
                     "avg_loss": (L[i].tolist() if L.ndim > 1 else float(L[i]))} for i in range(len(L))}
     return {"agg_value": prob_agg(p), "value_by_index": vbi}
 
+# %% ../nbs/10_evaluation.ipynb #9d6da945
 def _score_entry(scores, agg) -> dict:
     return {"agg_value": agg, "value_by_index": {str(i): {"score": (None if s is None else float(s))} for i, s in enumerate(scores)}}
 
@@ -310,6 +153,60 @@ def mia_logs(forget: dict, holdout: dict, ref_auc: float | None = None) -> dict:
     logs["privleak"] = {"agg_value": privleak(logs["mia_min_k"]["auc"], ref_auc)}
     return logs
 
+# %% ../nbs/10_evaluation.ipynb #1218e748
+def _prob_logs(logs: dict, name: str, Lc, Lp, Lw, tr_forget: str) -> None:
+    "Add the `name` set's probability and truth-ratio entries (from answer, paraphrase and perturbed losses) to `logs`."
+    logs[f"{name}_Q_A_Prob"] = _prob_entry(Lc)
+    logs[f"{name}_Q_A_PERT_Prob"] = _prob_entry(Lw)
+    if name in ("forget", "retain"):
+        logs[f"{name}_Q_A_PARA_Prob"] = _prob_entry(Lp)
+        tr, agg = truth_ratio(Lp, Lw, tr_forget if name == "forget" else "true_better")
+    else:
+        P, aggP = normalised_prob(np.exp(-Lc), np.exp(-Lw))
+        logs[f"{name}_Q_A_Prob_normalised"] = {"agg_value": aggP, "value_by_index": {str(i): {"prob": float(x)} for i, x in enumerate(P)}}
+        tr, agg = truth_ratio(Lc, Lw, "true_better")
+    logs["forget_truth_ratio" if name == "forget" else f"{name}_Truth_Ratio"] = _score_entry(tr, agg)
+
+# %% ../nbs/10_evaluation.ipynb #eb8b25b2
+def _rouge_entry(gens: list, es: EncodedSet) -> dict:
+    "The `<set>_Q_A_ROUGE` entry of one generated set: ROUGE per row and the mean ROUGE-L recall."
+    rs = [rouge_scores(g, t) for g, t in zip(gens, es.ground_truth)]
+    return {"agg_value": float(np.mean([r["rougeL_recall"] for r in rs])), "value_by_index": {
+        str(i): {**r, "input": es.inputs[i], "ground_truth": es.ground_truth[i], "generation": gens[i]}
+        for i, r in enumerate(rs)}}
+
+# %% ../nbs/10_evaluation.ipynb #256b7110
+def _memorization_logs(logs: dict, M: list) -> None:
+    "Add `exact_memorization` and `extraction_strength` of the forget answers' argmax matches `M` to `logs`."
+    em = [exact_memorization(m) for m in M]
+    logs["exact_memorization"] = _score_entry(em, float(np.mean([e for e in em if e is not None])) if any(e is not None for e in em) else None)
+    es_ = [extraction_strength(m) for m in M]
+    logs["extraction_strength"] = _score_entry(es_, float(np.mean(es_)))
+
+# %% ../nbs/10_evaluation.ipynb #7b8bb58e
+def _set_logs(logs: dict, name: str, es: EncodedSet, scored, off: int, gens: dict, tr_forget: str) -> None:
+    "Add the entries of the `name` set (scores at flat offset `off`, generations in `gens`) to `logs`."
+    Lc, Lp, Lw, M = _by_row(es, scored, off)
+    _prob_logs(logs, name, Lc, Lp, Lw, tr_forget)
+    if name in gens: logs[f"{name}_Q_A_ROUGE"] = _rouge_entry(gens[name], es)
+    if name == "forget": _memorization_logs(logs, M)
+
+# %% ../nbs/10_evaluation.ipynb #e1996e36
+def _gibberish_logs(logs: dict, texts: list, gibberish) -> None:
+    "Add `forget_Q_A_gibberish` (P(clean) per generation) and `gibberish_rate` of the forget generations `texts` to `logs`."
+    p, scorer = gibberish_scores(texts, gibberish)
+    logs["forget_Q_A_gibberish"] = {"agg_value": float(p.mean()), "scorer": scorer, "value_by_index": {
+        str(i): {"score": float(x), "generation": g} for i, (x, g) in enumerate(zip(p, texts))}}
+    logs["gibberish_rate"] = {"agg_value": float((p < 0.5).mean()), "scorer": scorer, "value_by_index": {
+        str(i): {"score": float(x < 0.5)} for i, x in enumerate(p)}}
+
+# %% ../nbs/10_evaluation.ipynb #967fdd47
+def _forget_logs(logs: dict, gens: dict, retain_tr, gibberish) -> None:
+    "Add `forget_quality` (None without the retain model's truth ratios) and, for generated forget answers, the gibberish entries to `logs`."
+    tr = [v["score"] for v in logs["forget_truth_ratio"]["value_by_index"].values()]
+    logs["forget_quality"] = {"agg_value": forget_quality(tr, retain_tr) if retain_tr is not None else None}
+    if "forget" in gens and gibberish is not None: _gibberish_logs(logs, gens["forget"], gibberish)
+
 # %% ../nbs/10_evaluation.ipynb #ef280636
 def build_logs(sets: dict, scored, gens: dict, retain_tr=None, tr_forget: str = "closer_to_1_better",
                gibberish="offline", privleak_ref: float | None = None, mia_k: float = MIA_K) -> dict:
@@ -318,36 +215,8 @@ def build_logs(sets: dict, scored, gens: dict, retain_tr=None, tr_forget: str = 
     for name, es in sets.items():
         offs[name] = off; off += len(es.seqs)
         if name == "holdout": continue                                   # MIA only (below)
-        Lc, Lp, Lw, M = _by_row(es, scored, offs[name])
-        logs[f"{name}_Q_A_Prob"] = _prob_entry(Lc)
-        logs[f"{name}_Q_A_PERT_Prob"] = _prob_entry(Lw)
-        if name in ("forget", "retain"):
-            logs[f"{name}_Q_A_PARA_Prob"] = _prob_entry(Lp)
-            tr, agg = truth_ratio(Lp, Lw, tr_forget if name == "forget" else "true_better")
-        else:
-            P, aggP = normalised_prob(np.exp(-Lc), np.exp(-Lw))
-            logs[f"{name}_Q_A_Prob_normalised"] = {"agg_value": aggP, "value_by_index": {str(i): {"prob": float(x)} for i, x in enumerate(P)}}
-            tr, agg = truth_ratio(Lc, Lw, "true_better")
-        logs["forget_truth_ratio" if name == "forget" else f"{name}_Truth_Ratio"] = _score_entry(tr, agg)
-        if name in gens:
-            rs = [rouge_scores(g, t) for g, t in zip(gens[name], es.ground_truth)]
-            logs[f"{name}_Q_A_ROUGE"] = {"agg_value": float(np.mean([r["rougeL_recall"] for r in rs])), "value_by_index": {
-                str(i): {**r, "input": es.inputs[i], "ground_truth": es.ground_truth[i], "generation": gens[name][i]}
-                for i, r in enumerate(rs)}}
-        if name == "forget":
-            em = [exact_memorization(m) for m in M]
-            logs["exact_memorization"] = _score_entry(em, float(np.mean([e for e in em if e is not None])) if any(e is not None for e in em) else None)
-            es_ = [extraction_strength(m) for m in M]
-            logs["extraction_strength"] = _score_entry(es_, float(np.mean(es_)))
-    if "forget" in sets:
-        tr = [v["score"] for v in logs["forget_truth_ratio"]["value_by_index"].values()]
-        logs["forget_quality"] = {"agg_value": forget_quality(tr, retain_tr) if retain_tr is not None else None}
-        if "forget" in gens and gibberish is not None:
-            p, scorer = gibberish_scores(gens["forget"], gibberish)
-            logs["forget_Q_A_gibberish"] = {"agg_value": float(p.mean()), "scorer": scorer, "value_by_index": {
-                str(i): {"score": float(x), "generation": g} for i, (x, g) in enumerate(zip(p, gens["forget"]))}}
-            logs["gibberish_rate"] = {"agg_value": float((p < 0.5).mean()), "scorer": scorer, "value_by_index": {
-                str(i): {"score": float(x < 0.5)} for i, x in enumerate(p)}}
+        _set_logs(logs, name, es, scored, offs[name], gens, tr_forget)
+    if "forget" in sets: _forget_logs(logs, gens, retain_tr, gibberish)
     if all(k in logs for k in MODEL_UTILITY_KEYS):
         logs["model_utility"] = {"agg_value": model_utility({k: logs[k]["agg_value"] for k in MODEL_UTILITY_KEYS})}
     if all(k in sets for k in MIA_SETS):
@@ -358,12 +227,39 @@ def build_logs(sets: dict, scored, gens: dict, retain_tr=None, tr_forget: str = 
 SUMMARY_KEYS = ("forget_quality", "model_utility", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_truth_ratio",
                 "extraction_strength", "exact_memorization", "privleak", *MIA_ATTACKS)
 
+# %% ../nbs/10_evaluation.ipynb #404bdb8e
 def summarize(logs: dict) -> dict:
     "TOFU_SUMMARY.json content: top-level agg_values, None dropped, plus gibberish_clean_prob / gibberish_rate."
     s = {k: logs[k]["agg_value"] for k in SUMMARY_KEYS if k in logs and logs[k].get("agg_value") is not None}
     if "forget_Q_A_gibberish" in logs: s["gibberish_clean_prob"] = logs["forget_Q_A_gibberish"]["agg_value"]
     if "gibberish_rate" in logs: s["gibberish_rate"] = logs["gibberish_rate"]["agg_value"]
     return dict(sorted(s.items()))
+
+# %% ../nbs/10_evaluation.ipynb #ad325628
+def _retain_refs(retain_logs, forget_split: str, n_forget: int) -> tuple:
+    "(the retain model's forget truth ratios, its min-k AUC or None) from the path of its log or an array of its truth ratios."
+    retain_tr = (retain_truth_ratios(retain_logs, forget_split, n_forget)
+                 if isinstance(retain_logs, (str, Path)) else np.asarray(retain_logs, dtype=np.float64))
+    check(len(retain_tr) == n_forget, f"retain truth ratios have {len(retain_tr)} values, "
+          f"the forget set {n_forget}.", f"use the retain model's log of {forget_split}.")
+    return retain_tr, (load_retain_auc(retain_logs) if isinstance(retain_logs, (str, Path)) else None)
+
+# %% ../nbs/10_evaluation.ipynb #25b61b3e
+def _flat_inputs(enc: dict) -> tuple[list, list, list, list]:
+    "(sequences, label starts, batch groups, MIA sequence ids) of the encoded sets, flattened in set order."
+    flat_s = [s for e in enc.values() for s in e.seqs]; flat_st = [s for e in enc.values() for s in e.starts]
+    groups = [int(n == "holdout") for n, e in enc.items() for _ in e.seqs]      # holdout rows batch on their own
+    mia_ids = mia_seq_ids(enc) if all(k in enc for k in MIA_SETS) else []
+    return flat_s, flat_st, groups, mia_ids
+
+# %% ../nbs/10_evaluation.ipynb #f4800e09
+def _generate_sets(model, tokenizer, enc: dict, batch_size: int, max_new_tokens: int, attn_mask: str) -> tuple[dict, int]:
+    "Greedy generations of every encoded set but the holdout (scored only), and the number of generate calls."
+    gens, gcalls = {}, 0
+    for s, e in enc.items():
+        if s == "holdout": continue                                       # scored only
+        gens[s], c = generate_greedy(model, tokenizer, e.prompts, batch_size, max_new_tokens, attn_mask); gcalls += c
+    return gens, gcalls
 
 # %% ../nbs/10_evaluation.ipynb #2f1b691c
 def evaluate_tofu(model, tokenizer, template: Template, source=None, forget_split: str = "forget01",
@@ -379,22 +275,12 @@ def evaluate_tofu(model, tokenizer, template: Template, source=None, forget_spli
     bad = [s for s in sets if s not in names]; check(not bad, f"unknown eval sets {bad}.", f"use a subset of {tuple(names)}.")
     enc = {s: encode_eval_set(s, names[s], tokenizer, template, source, question_key) for s in sets}
     retain_tr, ref_auc = None, None
-    if retain_logs is not None and "forget" in enc:
-        retain_tr = (retain_truth_ratios(retain_logs, forget_split, len(enc["forget"].rows))
-                     if isinstance(retain_logs, (str, Path)) else np.asarray(retain_logs, dtype=np.float64))
-        check(len(retain_tr) == len(enc["forget"].rows), f"retain truth ratios have {len(retain_tr)} values, "
-              f"the forget set {len(enc['forget'].rows)}.", f"use the retain model's log of {forget_split}.")
-        if isinstance(retain_logs, (str, Path)): ref_auc = load_retain_auc(retain_logs)
-    flat_s = [s for e in enc.values() for s in e.seqs]; flat_st = [s for e in enc.values() for s in e.starts]
-    groups = [int(n == "holdout") for n, e in enc.items() for _ in e.seqs]      # holdout rows batch on their own
-    mia_ids = mia_seq_ids(enc) if all(k in enc for k in MIA_SETS) else []
+    if retain_logs is not None and "forget" in enc: retain_tr, ref_auc = _retain_refs(retain_logs, forget_split, len(enc["forget"].rows))
+    flat_s, flat_st, groups, mia_ids = _flat_inputs(enc)
     t1 = time.time()
     scored = score_sequences(model, flat_s, flat_st, pad, batch_size, attn_mask, position_ids, mia_ids, groups, share_prompts)
-    t2 = time.time(); gens, gcalls = {}, 0
-    if generate:
-        for s, e in enc.items():
-            if s == "holdout": continue                                       # scored only
-            gens[s], c = generate_greedy(model, tokenizer, e.prompts, batch_size, max_new_tokens, attn_mask); gcalls += c
+    t2 = time.time()
+    gens, gcalls = _generate_sets(model, tokenizer, enc, batch_size, max_new_tokens, attn_mask) if generate else ({}, 0)
     t3 = time.time()
     logs = build_logs(enc, scored, gens, retain_tr, tr_forget, gibberish, ref_auc)
     summary = summarize(logs)
@@ -413,6 +299,7 @@ def write_eval_logs(out_dir, logs: dict, summary: dict | None = None) -> Path:
     write_json(out/"TOFU_SUMMARY.json", summary if summary is not None else summarize(logs), indent=4)
     return out
 
+# %% ../nbs/10_evaluation.ipynb #76954560
 def publish_eval_logs(src_dir, dest_dir) -> Path | None:
     "Copy TOFU_EVAL.json, TOFU_SUMMARY.json (and identity.json) from `src_dir` to `dest_dir`, each atomically, byte for byte; None (and nothing copied) over another model's log."
     from baldro_nb.core import atomic_write
@@ -431,6 +318,7 @@ def _retain_hint(forget_split) -> str:
     return (f"evaluate the retain model of {fs} first (the grid's retain_eval run, or make_retain_reference(retain_model, "
             f"tokenizer, template, forget_split={arg}, out_dir=...)) or point retain_logs at its TOFU_EVAL.json")
 
+# %% ../nbs/10_evaluation.ipynb #8bbc8128
 def read_retain_log(path, forget_split: str | None = None) -> tuple[Path, dict]:
     "The retain log's path (a folder means its TOFU_EVAL.json) and content; a `BaldroError` naming both the path and the fix otherwise."
     import json
@@ -445,6 +333,7 @@ def read_retain_log(path, forget_split: str | None = None) -> tuple[Path, dict]:
     check(isinstance(logs, dict), f"retain log {str(p)!r} is not a TOFU_EVAL.json object.", hint)
     return p, logs
 
+# %% ../nbs/10_evaluation.ipynb #2b6c6f20
 def retain_truth_ratios(path, forget_split: str, n_forget: int) -> np.ndarray:
     "The retain model's raw forget truth ratios (index order) from its TOFU_EVAL.json, validated."
     p, logs = read_retain_log(path, forget_split)
@@ -527,6 +416,7 @@ def epoch0_cache_dir(model_name: str, target, retain_log, **settings) -> Path:
                        **settings})
     return outputs_dir()/"cache"/"epoch0"/f"{model_name}_{key}"
 
+# %% ../nbs/10_evaluation.ipynb #4c9b72a9
 def cached_epoch0(model, tokenizer, template, out_dir, cache_dir, **eval_kw) -> dict:
     "The epoch-0 TOFU summary, computed into `cache_dir` once and copied to `out_dir/evals/epoch_0`."
     import shutil
