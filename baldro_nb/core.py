@@ -19,12 +19,13 @@ __all__ = ['HF_OFFLINE_VARS', 'ENV_PACKAGES', 'PINNED_ARITHMETIC', 'THREAD_VARS'
            'check', 'seed_everything', 'usual_mode', 'atomic_write', 'write_json', 'read_json', 'write_yaml',
            'read_yaml', 'stable_hash', 'run_id', 'repo_root', 'outputs_dir', 'set_offline', 'git_info',
            'arithmetic_env', 'with_env', 'cpu_info', 'arithmetic_state', 'arithmetic_key', 'capture_env', 'LockTimeout',
-           'lock_holder', 'file_lock']
+           'lock_holder', 'file_lock', 'patch']
 
 # %% ../nbs/00_core.ipynb #78973064
 class BaldroError(ValueError):
     "A user-facing error: the message names the problem and the fix."
 
+# %% ../nbs/00_core.ipynb #f5d734ab
 def check(cond, msg: str, fix: str | None = None):
     "Raise `BaldroError(msg + fix)` unless `cond`."
     if not cond: raise BaldroError(msg + (f" Fix: {fix}" if fix else ""))
@@ -45,6 +46,7 @@ def usual_mode(mode: int = 0o666) -> int:
     um = os.umask(0); os.umask(um)
     return mode & ~um
 
+# %% ../nbs/00_core.ipynb #2574090e
 def atomic_write(path, data: str | bytes) -> Path:
     "Write `data` to `path` through a temp file + rename, creating parent folders."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,6 +61,7 @@ def atomic_write(path, data: str | bytes) -> Path:
         raise
     return path
 
+# %% ../nbs/00_core.ipynb #27a3c58c
 def _jsonable(o):
     if isinstance(o, (np.integer,)): return int(o)
     if isinstance(o, (np.floating,)): return float(o)
@@ -67,18 +70,22 @@ def _jsonable(o):
     if hasattr(o, "tolist"): return o.tolist()
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
+# %% ../nbs/00_core.ipynb #25d8ea80
 def write_json(path, obj, indent: int | None = 2, sort_keys: bool = True) -> Path:
     "Atomically write `obj` as JSON (numpy/torch scalars and arrays converted)."
     return atomic_write(path, json.dumps(obj, indent=indent, sort_keys=sort_keys, default=_jsonable) + "\n")
 
+# %% ../nbs/00_core.ipynb #b9a9b3dc
 def read_json(path):
     "Read a JSON file."
     return json.loads(Path(path).read_text())
 
+# %% ../nbs/00_core.ipynb #c9b45aab
 def write_yaml(path, obj) -> Path:
     "Atomically write `obj` as YAML (keys sorted)."
     return atomic_write(path, yaml.safe_dump(obj, sort_keys=True, default_flow_style=False))
 
+# %% ../nbs/00_core.ipynb #232a2226
 class _UniqueKeyLoader(yaml.SafeLoader):
     "PyYAML's safe loader, but a key written twice in one mapping is an error (PyYAML keeps the last silently)."
     def construct_mapping(self, node, deep=False):
@@ -93,6 +100,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                                                         node.start_mark, f"found the key {key!r} a second time", k.start_mark)
         return super().construct_mapping(node, deep)
 
+# %% ../nbs/00_core.ipynb #08a38410
 def read_yaml(path):
     "Read a YAML file (an empty file reads as `{}`); a key repeated in one mapping raises `yaml.YAMLError`."
     return yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader) or {}
@@ -103,6 +111,7 @@ def stable_hash(obj, n: int = 8) -> str:
     s = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_jsonable)
     return hashlib.sha256(s.encode()).hexdigest()[:n]
 
+# %% ../nbs/00_core.ipynb #26561df8
 def run_id(params: dict, keys=("model", "method", "seed"), exclude=("out_dir",)) -> str:
     "Readable, stable id: `<key values joined by __>__<hash of all params but `exclude`>`."
     p = {k: v for k, v in params.items() if k not in exclude}
@@ -117,6 +126,7 @@ def repo_root(start=None) -> Path:
         if (d/"settings.ini").exists() and (d/"nbs").is_dir(): return d
     return Path(__file__).resolve().parent.parent
 
+# %% ../nbs/00_core.ipynb #1a2ae548
 def outputs_dir() -> Path:
     "`$BALDRO_OUTPUTS` if set, else `<repo>/outputs`."
     return Path(os.environ.get("BALDRO_OUTPUTS") or repo_root()/"outputs")
@@ -139,6 +149,7 @@ def _git(*args, cwd=None):
     except Exception: return ""
     return r.stdout.strip() if r.returncode == 0 else ""
 
+# %% ../nbs/00_core.ipynb #ecd74b4e
 def git_info(root=None) -> dict:
     "Commit and dirty flag of the repository at `root` (empty commit outside git)."
     root = root or repo_root()
@@ -158,6 +169,7 @@ def arithmetic_env(threads: int = 1, pinned: bool = True) -> dict:
           f"threads must be a whole number >= 1 (threads per run), got {threads!r}.", "e.g. --threads 1 (the default)")
     return {**(PINNED_ARITHMETIC if pinned else dict.fromkeys(PINNED_ARITHMETIC)), **{v: str(int(threads)) for v in THREAD_VARS}}
 
+# %% ../nbs/00_core.ipynb #721e5676
 def with_env(env: dict, base=None) -> dict:
     "`base` (default: this process's environment) updated by `env`, where a None value removes the variable."
     out = dict(os.environ if base is None else base)
@@ -188,6 +200,7 @@ def arithmetic_state() -> dict:
             "numpy_avx512": bool(npf.get("X86_V4") or npf.get("AVX512_SKX")),
             "env": {k: os.environ.get(k) for k in ARITHMETIC_VARS}}
 
+# %% ../nbs/00_core.ipynb #212600c7
 def arithmetic_key() -> str:
     "`<torch capability>/<threads>`, e.g. `AVX2/1`: what decides the bits of a model built in this process."
     s = arithmetic_state(); return f"{s['torch_capability']}/{s['torch_threads']}"
@@ -214,12 +227,14 @@ class LockTimeout(BaldroError):
         super().__init__(msg); self.path, self.holder, self.timeout = path, holder, timeout
     def __reduce__(self): return type(self), (str(self), self.path, self.holder, self.timeout)   # crosses processes whole
 
+# %% ../nbs/00_core.ipynb #4b07bd29
 def _sign_lock(fd: int):
     "filelock's `on_acquired` hook: write who holds the lock (pid, host, command line) into the lock file."
     me = {"pid": os.getpid(), "host": platform.node(), "cmd": shlex.join(sys.argv)[:1000]}
     with contextlib.suppress(OSError):   # a full disk must not stop a lock: the record is only for the error message
         os.ftruncate(fd, 0); os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
 
+# %% ../nbs/00_core.ipynb #57e1d4a9
 def _describe(p: psutil.Process) -> str:
     "`pid N (command line)`, and the process it works for when it is a multiprocessing worker (as the runner's are)."
     try: cmd = shlex.join(p.cmdline()) or p.name()
@@ -230,6 +245,7 @@ def _describe(p: psutil.Process) -> str:
             parent = p.parent(); out += f", a worker of pid {parent.pid} ({shlex.join(parent.cmdline())[:300]})"
     return out
 
+# %% ../nbs/00_core.ipynb #789fe3c3
 def lock_holder(path) -> str:
     "Who probably holds the lock `path`: the process that signed it last (`_sign_lock`), if it still runs."
     path = Path(path)
@@ -243,6 +259,7 @@ def lock_holder(path) -> str:
     except (psutil.Error, OSError): alive = False
     return _describe(p) if alive else f"a process that did not sign the lock file (pid {pid}, which signed it last, is gone)"
 
+# %% ../nbs/00_core.ipynb #db299684
 @contextlib.contextmanager
 def file_lock(path, timeout: float | None = None):
     """Exclusive lock on `path` (created if needed) for the `with` block; waits as long as it takes, or at most
@@ -256,3 +273,13 @@ def file_lock(path, timeout: float | None = None):
                           f"has finished, or stop it, and try again.", path, holder, timeout) from None
     try: yield path
     finally: lock.release()
+
+# %% ../nbs/00_core.ipynb #1593c688
+def patch(f):
+    "Decorator: add `f` to the class its first parameter is annotated with (fastcore's `@patch` for plain methods)."
+    cls = f.__annotations__[f.__code__.co_varnames[0]]
+    while isinstance(cls, str): cls = eval(cls, f.__globals__)   # `from __future__ import annotations`: a string (or a quoted one)
+    f.__qualname__ = f"{cls.__name__}.{f.__name__}"
+    if hasattr(f.__code__, "co_qualname"): f.__code__ = f.__code__.replace(co_qualname=f.__qualname__)
+    setattr(cls, f.__name__, f)
+    return f.__globals__.get(f.__name__)

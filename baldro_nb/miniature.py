@@ -8,10 +8,9 @@ import math, shutil, time
 from pathlib import Path
 
 import numpy as np
-from fastcore.basics import patch
 from transformers import TrainerCallback
 
-from .core import check, read_json, write_json
+from .core import check, patch, read_json, write_json
 from .vocab import variant_label
 from .metrics import prob_agg
 from .evaluation import evaluate_tofu, encode_eval_set, eval_sets, score_sequences
@@ -47,13 +46,13 @@ def pick_lr(reached: dict, kept: dict | None = None) -> tuple[float, str]:
             return lr, f"smallest rate of {lrs} that reached the retain model's forget probability (step {reached[lr]}) with model utility kept"
     return lrs[-1], f"none of {lrs} reached the retain model's forget probability within the cap, all kept model utility: the largest"
 
-# %% ../nbs/18_miniature.ipynb #135ff9fe
+# %% ../nbs/18_miniature.ipynb #329452ae
 def run_length(forgotten_step, max_steps: int, overshoot: float = 1.5, min_steps: int = 10) -> int:
     "Steps every run of the objective takes: `overshoot` × the calibration run's forgetting step, within [min_steps, max_steps]; `max_steps` when it never forgot."
     if forgotten_step is None: return int(max_steps)
     return int(min(max_steps, max(min_steps, math.ceil(overshoot * forgotten_step))))
 
-# %% ../nbs/18_miniature.ipynb #b3008fb6
+# %% ../nbs/18_miniature.ipynb #fe05dbe2
 def calibrate_beta_dv(per_sample_losses, floor: float = 1e-4) -> float:
     "β_dv = the median over micro-batches of the (population) standard deviation of the per-sample forget losses; at least `floor`."
     sds = [float(np.std(np.asarray(l, dtype=np.float64))) for l in per_sample_losses if len(l) >= 2]
@@ -68,7 +67,7 @@ def utility_point(model, tokenizer, template, source, forget_split: str, batch_s
                           sets=("retain", "ra", "wf"), generate=True, max_new_tokens=max_new_tokens, share_prompts=True)
     return su.get("model_utility")
 
-# %% ../nbs/18_miniature.ipynb #5cf4e81e
+# %% ../nbs/18_miniature.ipynb #c681d9d7
 def eval_point(model, tokenizer, template, source, forget_split: str, retain_tr, full: bool = False, batch_size: int = 64,
                max_new_tokens: int = 32, gibberish: bool = False) -> tuple[dict, list]:
     "(summary, per-row forget probabilities) of the model now: forget-only; model utility too when `full`; the forget generations' gibberish score when `gibberish`."
@@ -84,7 +83,7 @@ def eval_point(model, tokenizer, template, source, forget_split: str, retain_tr,
            "gibberish_clean_prob": s.get("gibberish_clean_prob") if gibberish else None}
     return out, probs
 
-# %% ../nbs/18_miniature.ipynb #5bb0dbfe
+# %% ../nbs/18_miniature.ipynb #58cbbfa6
 class AnswerProb:
     "The forget set's `Q_A_Prob` (mean over rows of exp(−mean answer-token NLL)) of a model, scoring the answers only."
     def __init__(self, tokenizer, template, source, forget_split: str, batch_size: int = 64):
@@ -94,7 +93,7 @@ class AnswerProb:
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.bs = batch_size
 
-# %% ../nbs/18_miniature.ipynb #bbccecf6
+# %% ../nbs/18_miniature.ipynb #7dfe9b5d
 @patch
 def __call__(self: AnswerProb, model) -> float:
     sc = score_sequences(model, self.seqs, self.starts, self.pad, self.bs)
@@ -108,7 +107,7 @@ class TrajectoryCallback(TrainerCallback):
         self.retain_prob, self.mu_floor = retain_prob, mu_floor
         self.records, self.probs, self.stop_reason, self.forgotten_step, self.keep = [], {}, "length", None, keep_probs
 
-# %% ../nbs/18_miniature.ipynb #2ffa48d4
+# %% ../nbs/18_miniature.ipynb #99ce95d1
 @patch
 def add(self: TrajectoryCallback, step: int, rec: dict, probs=None):
     self.records.append({"step": int(step), **rec})
@@ -116,7 +115,7 @@ def add(self: TrajectoryCallback, step: int, rec: dict, probs=None):
     p = rec.get("forget_Q_A_Prob")
     if self.forgotten_step is None and p is not None and p <= self.retain_prob: self.forgotten_step = int(step)
 
-# %% ../nbs/18_miniature.ipynb #a9296d0a
+# %% ../nbs/18_miniature.ipynb #be33044a
 @patch
 def on_step_end(self: TrajectoryCallback, args, state, control, model=None, **kw):
     s = state.global_step
@@ -129,14 +128,14 @@ def on_step_end(self: TrajectoryCallback, args, state, control, model=None, **kw
     if mu is not None and mu < self.mu_floor:
         self.stop_reason = "utility"; control.should_training_stop = True
 
-# %% ../nbs/18_miniature.ipynb #207ea747
+# %% ../nbs/18_miniature.ipynb #24734ec5
 class StopAt(TrainerCallback):
     "Stop training after optimizer step `n` (the learning-rate schedule keeps its own length)."
     def __init__(self, n: int): self.n = int(n)
     def on_step_end(self, args, state, control, **kw):
         if state.global_step >= self.n: control.should_training_stop = True
 
-# %% ../nbs/18_miniature.ipynb #5beacb19
+# %% ../nbs/18_miniature.ipynb #f3897e6e
 class CalibrationCallback(TrainerCallback):
     """Watch the forget `Q_A_Prob` (every `every` steps) until it is at or below `retain_prob`; from that step `s` on,
     train on to step `then(s)` (the run length the objective's runs will get; default: stop at once)."""
@@ -180,7 +179,7 @@ def endpoints(records: list[dict], target_mu: float, mu_keep: float = 0.95, stop
 class MiniatureCell:
     "Everything one model × objective shares; `calibrate()` then `run(variant, seed)`."
 
-# %% ../nbs/18_miniature.ipynb #9779ae9c
+# %% ../nbs/18_miniature.ipynb #84cb3978
 @patch
 def __init__(self: MiniatureCell, model, tokenizer, template, forget_ds, retain_ds, *, objective: str, source, forget_split: str,
              retain_tr, retain_prob: float, out_dir, compat: str = "corrected", training: str = "fork_fast",
@@ -198,16 +197,16 @@ def __init__(self: MiniatureCell, model, tokenizer, template, forget_ds, retain_
     self.target_mu = self.point0["model_utility"]
     self.lr = self.beta_dv = self.n_steps = None; self.calibration = {}
 
-# %% ../nbs/18_miniature.ipynb #dcfa4977
+# %% ../nbs/18_miniature.ipynb #e4698c76
 @patch
 def evaluate(self: MiniatureCell, model, full: bool = False, gibberish: bool = False):
     return eval_point(model, self.tok, self.tpl, self.source, self.split, self.retain_tr, full, self.ebs, self.mnt, gibberish)
 
-# %% ../nbs/18_miniature.ipynb #8a3ce52e
+# %% ../nbs/18_miniature.ipynb #e201ac07
 @patch
 def utility(self: MiniatureCell, model): return utility_point(model, self.tok, self.tpl, self.source, self.split, self.ebs, self.mnt)
 
-# %% ../nbs/18_miniature.ipynb #852cd80a
+# %% ../nbs/18_miniature.ipynb #d8f1dc36
 @patch
 def method(self: MiniatureCell, reweighting: str = "mean", direction=None, pool=None, beta_dv=None, alpha=None):
     "The method of one variant; `alpha` overrides the retain term's weight (0: the forget-only control arm)."
@@ -215,7 +214,7 @@ def method(self: MiniatureCell, reweighting: str = "mean", direction=None, pool=
     return method_from_params(self.objective, reweighting, self.compat, self.training, direction=direction, pool=pool,
                               beta_dv=beta_dv if reweighting == "dv" else None, **mp)
 
-# %% ../nbs/18_miniature.ipynb #1f8084dd
+# %% ../nbs/18_miniature.ipynb #41a09e57
 @patch
 def _train(self: MiniatureCell, method, out, lr, n_steps, seed, callbacks):
     "Train from the target's weights; the rate decays linearly over `max_steps` (calibration and runs share it), training stops after `n_steps`."
@@ -226,7 +225,7 @@ def _train(self: MiniatureCell, method, out, lr, n_steps, seed, callbacks):
     shutil.rmtree(Path(out)/"trainer", ignore_errors=True)
     return tr
 
-# %% ../nbs/18_miniature.ipynb #b87360eb
+# %% ../nbs/18_miniature.ipynb #fb1765bd
 @patch
 def calibrate(self: MiniatureCell, lr_grid, seed: int = 0, every: int = 1, beta_dv_rule: str = "spread") -> dict:
     "The learning rate (`pick_lr`: up `lr_grid` until a base run reaches the retain forget probability with utility kept), the run length and β_dv (rule 'spread', or 'preset')."
@@ -256,7 +255,7 @@ def calibrate(self: MiniatureCell, lr_grid, seed: int = 0, every: int = 1, beta_
     write_json(f, self.calibration)
     return self.calibration
 
-# %% ../nbs/18_miniature.ipynb #8adb6c5f
+# %% ../nbs/18_miniature.ipynb #1f29ed3e
 @patch
 def run(self: MiniatureCell, reweighting: str = "mean", seed: int = 0, direction=None, pool=None, keep_probs: bool = False, alpha=None) -> dict:
     "One trajectory (resumed from `runs/<variant>__seed<k>.json` when it exists): {variant, seed, records, probs, endpoints, steps}."

@@ -7,12 +7,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from fastcore.basics import patch
-
 import torch
 import torch.distributed
 
-from .core import BaldroError, check
+from .core import BaldroError, check, patch
 from .objectives import ForgetLoss, token_nll, model_nll, seq_stats
 from .vocab import UNITS, DIRECTIONS, POOLS, REWEIGHTING_PARAMS
 
@@ -29,16 +27,16 @@ class Reweighted:
     loss: torch.Tensor
     weights: torch.Tensor
 
-# %% ../nbs/06_reweighting.ipynb #44c8b88b
+# %% ../nbs/06_reweighting.ipynb #01d9ed7c
 def _check_unit(unit):
     check(unit in UNITS, f"unknown unit {unit!r}.", f"use one of {list(UNITS)}")
 
-# %% ../nbs/06_reweighting.ipynb #a6f9f0dd
+# %% ../nbs/06_reweighting.ipynb #0282020e
 def _cdtype(x: torch.Tensor) -> torch.dtype:
     "Compute dtype: float32 for bf16/fp16/fp32 inputs, float64 for float64 inputs."
     return torch.promote_types(x.dtype, torch.float32)
 
-# %% ../nbs/06_reweighting.ipynb #379eabed
+# %% ../nbs/06_reweighting.ipynb #24b8e3c7
 def _token_share(fl: ForgetLoss) -> torch.Tensor:
     "Weights `n_i / N` (float32, on the losses' device) that the micro-batch token mean puts on each `L_i`."
     n = fl.n.detach().to(device=fl.per_sample.device, dtype=torch.float32); return n / n.sum().clamp(min=1)
@@ -51,7 +49,7 @@ class Mean:
     name = "mean"
     def __post_init__(self): _check_unit(self.unit)
 
-# %% ../nbs/06_reweighting.ipynb #60342461
+# %% ../nbs/06_reweighting.ipynb #26d7442d
 @patch
 def __call__(self: Mean, fl: ForgetLoss, indices=None) -> Reweighted:
     if self.unit == "sequence":
@@ -59,7 +57,7 @@ def __call__(self: Mean, fl: ForgetLoss, indices=None) -> Reweighted:
         return Reweighted(L.to(_cdtype(L)).mean(), torch.full((B,), 1.0 / B, dtype=torch.float32, device=L.device))
     return Reweighted(fl.token_mean().to(_cdtype(fl.per_sample)), _token_share(fl))
 
-# %% ../nbs/06_reweighting.ipynb #13649600
+# %% ../nbs/06_reweighting.ipynb #7dfcbd4b
 def mean(unit: str = REWEIGHTING_PARAMS["mean"]["unit"]) -> Mean:
     "The `mean` reweighting."
     return Mean(unit)
@@ -83,7 +81,7 @@ def _pairs(indices, losses) -> list:
     check(len(idx) == len(vals), f"{len(idx)} indices but {len(vals)} losses.", "pass one loss per index")
     return list(zip(idx, vals))
 
-# %% ../nbs/06_reweighting.ipynb #7e55a7ee
+# %% ../nbs/06_reweighting.ipynb #3781b1e8
 def _gather_pairs(pairs: list) -> list:
     "Every rank's `(index, loss)` pairs, concatenated in rank order (the local pairs when not distributed)."
     d = torch.distributed
@@ -91,7 +89,7 @@ def _gather_pairs(pairs: list) -> list:
     out = [None] * d.get_world_size(); d.all_gather_object(out, pairs)
     return [p for part in out for p in part]
 
-# %% ../nbs/06_reweighting.ipynb #1c86a745
+# %% ../nbs/06_reweighting.ipynb #20d3c15a
 @dataclass
 class DV:
     "BalDRO-DV reweighting (see the cell above for `pool='forget_set'`, its table and `refresh_every`)."
@@ -111,26 +109,26 @@ class DV:
         check(isinstance(self.refresh_every, int) and not isinstance(self.refresh_every, bool) and self.refresh_every >= 0,
               f"refresh_every must be an int >= 0, got {self.refresh_every!r}.", "1 = refresh before every optimizer step, 0 = never")
 
-# %% ../nbs/06_reweighting.ipynb #ca926b19
+# %% ../nbs/06_reweighting.ipynb #a53bd0c9
 @patch
 def prefill(self: DV, indices, losses):
     "Merge `losses` (detached) for `indices` into the forget-set table (local, other entries kept)."
     self.table.update(_pairs(indices, losses))
 
-# %% ../nbs/06_reweighting.ipynb #3607ed5c
+# %% ../nbs/06_reweighting.ipynb #466272c6
 @patch
 def refresh(self: DV, indices, losses, gather: bool = True):
     "Replace the table by these losses of the whole forget set (all-gathered across DDP ranks when `gather`)."
     p = _pairs(indices, losses); p = _gather_pairs(p) if gather else p
     self.table.clear(); self.table.update(p)
 
-# %% ../nbs/06_reweighting.ipynb #ff713d3b
+# %% ../nbs/06_reweighting.ipynb #b6ce538e
 @patch
 def refresh_due(self: DV, step: int) -> bool:
     "Whether the trainer should `refresh` the table before optimizer step `step` (0-based count of steps done)."
     return self.pool == "forget_set" and self.refresh_every > 0 and int(step) % self.refresh_every == 0
 
-# %% ../nbs/06_reweighting.ipynb #2b171c27
+# %% ../nbs/06_reweighting.ipynb #65a01c9f
 @patch
 def __call__(self: DV, fl: ForgetLoss, indices=None) -> Reweighted:
     s = -1.0 if self.direction == "softmin" else 1.0
@@ -158,7 +156,7 @@ def __call__(self: DV, fl: ForgetLoss, indices=None) -> Reweighted:
     sur = (w * L.to(cd).reshape(-1)).sum()
     return Reweighted(sur + (dv_value(v, self.beta_dv, self.direction) - sur).detach(), w.float())
 
-# %% ../nbs/06_reweighting.ipynb #1d254a3e
+# %% ../nbs/06_reweighting.ipynb #345e0998
 def dv(beta_dv: float = _DV["beta_dv"], direction: str = _DV["direction"], pool: str = _DV["pool"], unit: str = _DV["unit"],
        refresh_every: int = _DV["refresh_every"]) -> DV:
     "BalDRO-DV: `softmin` (reference code) or `softmax` (paper), over the micro-batch or the forget set."
@@ -175,20 +173,20 @@ class Group:
         _check_unit(self.unit)
         check(0 < self.ratio <= 1, f"group ratio must be in (0, 1], got {self.ratio}.", "e.g. ratio=0.5")
 
-# %% ../nbs/06_reweighting.ipynb #2d7289b8
+# %% ../nbs/06_reweighting.ipynb #f4cef6f3
 @patch
 def k(self: Group, B: int) -> int: return max(1, int(B * self.ratio))
 
-# %% ../nbs/06_reweighting.ipynb #1fc3f8aa
+# %% ../nbs/06_reweighting.ipynb #51e5e09d
 @patch
 def __call__(self: Group, fl: ForgetLoss, indices=None) -> Reweighted: return Mean(self.unit)(fl)
 
-# %% ../nbs/06_reweighting.ipynb #db541c8f
+# %% ../nbs/06_reweighting.ipynb #ef4072d3
 def group(ratio: float = REWEIGHTING_PARAMS["group"]["ratio"], unit: str = REWEIGHTING_PARAMS["group"]["unit"]) -> Group:
     "The `group` reweighting (BalDRO-G)."
     return Group(ratio, unit)
 
-# %% ../nbs/06_reweighting.ipynb #a16d5899
+# %% ../nbs/06_reweighting.ipynb #3e96d4be
 def select_rows(batch: dict, idx) -> dict:
     "Rows `idx` of a collated batch (tensors and lists), trailing columns that are padding in every row dropped."
     idx = torch.as_tensor(idx, dtype=torch.long)
@@ -200,7 +198,7 @@ def select_rows(batch: dict, idx) -> dict:
         out = {k: (v[:, :keep] if torch.is_tensor(v) and v.dim() == 2 and v.shape[1] == am.shape[1] else v) for k, v in out.items()}
     return out
 
-# %% ../nbs/06_reweighting.ipynb #525c4d1f
+# %% ../nbs/06_reweighting.ipynb #fa70385b
 def group_select(model, batch: dict, k: int) -> torch.Tensor:
     "Indices of the k sequences with the lowest current ℓ̄ (ranked under `torch.no_grad()`, no graph kept)."
     with torch.no_grad(): _, _, lbar = seq_stats(*model_nll(model, batch))
@@ -216,7 +214,7 @@ def weight_stats(w) -> dict:
 # %% ../nbs/06_reweighting.ipynb #2bff008d
 REWEIGHTING_FNS = {"mean": mean, "dv": dv, "group": group}   # name -> constructor (the names: vocab.REWEIGHTINGS; their parameters: vocab.REWEIGHTING_PARAMS)
 
-# %% ../nbs/06_reweighting.ipynb #396e600f
+# %% ../nbs/06_reweighting.ipynb #14f54c57
 def make_reweighting(name: str, **kw):
     "Build a reweighting by name with keyword parameters (unknown names/parameters → `BaldroError`)."
     check(name in REWEIGHTING_FNS, f"unknown reweighting {name!r}.", f"use one of {sorted(REWEIGHTING_FNS)}")

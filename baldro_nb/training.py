@@ -12,7 +12,7 @@ import torch
 import transformers
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from .core import BaldroError, check, seed_everything, write_json
+from .core import BaldroError, check, patch, seed_everything, write_json
 from .data import QACollator
 from .objectives import OBJECTIVES, get_objective, token_nll, model_nll, seq_stats, retain_nll, retain_kl, ForgetLoss
 from .reweighting import make_reweighting, group_select, select_rows, weight_stats, Group, DV
@@ -51,9 +51,11 @@ _OBJ_DEFAULTS = {  # objective -> (gamma, alpha, retain)   default hyper-paramet
     "grad_ascent": (1.0, 0.0, "none"), "grad_diff": (1.0, 1.0, "nll"), "npo": (1.0, 1.0, "nll"),
     "simnpo": (0.125, 1.0, "nll"), "satimp": (0.1, 1.0, "nll"), "wga": (1.0, 1.0, "nll"), "tnpo": (1.0, 1.0, "nll")}
 
+# %% ../nbs/07_training.ipynb #4b86bedd
 _BASE = {name: key for key, name in OBJECTIVE_NAMES.items()}   # "NPO" -> "npo"
 _DVP, _GP = REWEIGHTING_PARAMS["dv"], REWEIGHTING_PARAMS["group"]
 
+# %% ../nbs/07_training.ipynb #b4be73f8
 def _reference_method(name: str, compat: str) -> MethodConfig:
     rw = "dv" if name.startswith("Dr") else "group" if name.startswith("Group") else "mean"
     base = name[2:] if rw == "dv" else name[5:] if rw == "group" else name
@@ -68,6 +70,7 @@ def _reference_method(name: str, compat: str) -> MethodConfig:
     hp = {"detach": not ref} if obj == "tnpo" else {}
     return MethodConfig(name, obj, hp, rw, rw_hp, ret, red, g, a, compat)
 
+# %% ../nbs/07_training.ipynb #99c14dac
 REFERENCE_TRAINERS = ("GradAscent", "GradDiff", "NPO", "DrNPO", "GroupNPO", "SimNPO", "DrSimNPO", "GroupSimNPO",
            "SatImp", "DrSatImp", "GroupSatImp", "WGA", "DrWGA", "TNPO", "DrTNPO")
 
@@ -78,6 +81,7 @@ _RW_KEYS = sorted({k for p in REWEIGHTING_PARAMS.values() for k in p} | set(_ALI
 _REF_FIXED = {"unit", "retain_reduction", "detach", "refresh_every"}   # reference trainers have no such knob
 _REF_ONLY = {"direction": "softmin", "pool": "batch"}   # the only value a reference trainer knows
 
+# %% ../nbs/07_training.ipynb #67b330ae
 def reference_trainer(objective, reweighting: str = "mean") -> str | None:
     "The reference trainer that runs `objective` × `reweighting` (`'DrNPO'`, …), or None when no reference runs it."
     base = OBJECTIVE_NAMES[objective_key(objective)]
@@ -98,6 +102,7 @@ def _compose(obj: str, rw: str, compat: str) -> MethodConfig:
     rw_hp = {k: v for k, v in REWEIGHTING_PARAMS[rw].items() if k != "refresh_every"}   # the defaults, written out
     return MethodConfig(f"{obj}+{rw}", obj, hp, rw, rw_hp, ret, "token", g, a, compat)
 
+# %% ../nbs/07_training.ipynb #0db43b60
 def _check_reference(m: MethodConfig, params: dict):
     "Refuse, under compat='reference', a parameter the reference trainer `m.name` does not have."
     fix = f"use compat='corrected' (objective={m.objective!r}, reweighting={m.reweighting!r}) for this variant"
@@ -163,11 +168,13 @@ TRAINING_PRESETS = {
     "fork_fast_dv05": dict(lr=5e-5, batch_size=2, grad_accum=8, epochs=2, weight_decay=0.01, warmup_epochs=1.0, beta_dv=0.5),
 }
 
+# %% ../nbs/07_training.ipynb #511ee5f9
 def training_preset(name: str) -> dict:
     "A copy of a named training preset (`reference`, `fork_fast`, `fork_fast_dv05`)."
     check(name in TRAINING_PRESETS, f"unknown training preset {name!r}.", f"use one of {sorted(TRAINING_PRESETS)}")
     return dict(TRAINING_PRESETS[name])
 
+# %% ../nbs/07_training.ipynb #d0a52169
 def run_schedule(training: str, **overrides) -> dict:
     "A run's schedule: the named training preset, with every override that is not None."
     return {**training_preset(training), **{k: v for k, v in overrides.items() if v is not None}}
@@ -175,6 +182,7 @@ def run_schedule(training: str, **overrides) -> dict:
 # %% ../nbs/07_training.ipynb #daafaa3a
 METHOD_PARAMS = ("beta_dv", "direction", "pool", "refresh_every", "ratio", "beta", "delta", "beta1", "beta2", "gamma", "alpha", "retain_reduction")
 
+# %% ../nbs/07_training.ipynb #875895b4
 def method_from_params(objective, reweighting: str = "mean", compat: str = "corrected", training: str | None = None,
                        **params) -> MethodConfig:
     "The method of one experiment run from its notebook parameters (None = not set; DV's β from the training preset)."
@@ -198,6 +206,7 @@ def _batch_logp(model, batch) -> list:
     with torch.no_grad(): nll, mask = model_nll(model, batch)
     return [(-nll[i][mask[i]]).float() for i in range(nll.shape[0])]
 
+# %% ../nbs/07_training.ipynb #f2c39b18
 class RefCache:
     "Per-index fp32 log-probs of the starting model on the forget answers, computed once."
     kind = "cache"
@@ -231,9 +240,15 @@ class LiveRef:
         dev = batch["input_ids"].device
         if next(self.model.parameters()).device != dev: self.model.to(dev)
         return self.model
-    def forget_logp(self, batch, mask): return _scatter_rows(_batch_logp(self._on(batch), batch), mask)
-    def retain_logits(self, batch):
-        with torch.no_grad(): return self._on(batch)(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
+
+# %% ../nbs/07_training.ipynb #b6e18253
+@patch
+def forget_logp(self: LiveRef, batch, mask): return _scatter_rows(_batch_logp(self._on(batch), batch), mask)
+
+# %% ../nbs/07_training.ipynb #e3eee6c4
+@patch
+def retain_logits(self: LiveRef, batch):
+    with torch.no_grad(): return self._on(batch)(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
 
 # %% ../nbs/07_training.ipynb #4d35cba0
 class ForgetRetainDataset(torch.utils.data.Dataset):
@@ -242,13 +257,19 @@ class ForgetRetainDataset(torch.utils.data.Dataset):
         check(len(forget) > 0, "the forget set is empty.", "pass a non-empty forget dataset")
         self.forget, self.retain = forget, retain
         self.gen = torch.Generator().manual_seed(int(seed))
-    def __len__(self): return len(self.forget)
-    def __getitem__(self, i):
-        f = dict(self.forget[i]); f.setdefault("index", i)
-        out = {"forget": f}
-        if self.retain is not None and len(self.retain):
-            out["retain"] = dict(self.retain[int(torch.randint(len(self.retain), (1,), generator=self.gen))])
-        return out
+
+# %% ../nbs/07_training.ipynb #020eaf1d
+@patch
+def __len__(self: ForgetRetainDataset): return len(self.forget)
+
+# %% ../nbs/07_training.ipynb #c2ba19cf
+@patch
+def __getitem__(self: ForgetRetainDataset, i):
+    f = dict(self.forget[i]); f.setdefault("index", i)
+    out = {"forget": f}
+    if self.retain is not None and len(self.retain):
+        out["retain"] = dict(self.retain[int(torch.randint(len(self.retain), (1,), generator=self.gen))])
+    return out
 
 # %% ../nbs/07_training.ipynb #0597ac45
 def cat_batches(a: dict, b: dict, pad_id: int) -> dict:
@@ -305,20 +326,24 @@ class _StepLog(TrainerCallback):
     def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kw):   # the rate this step applies
         opt = optimizer or self.tr.optimizer
         self.lr = float(opt.param_groups[0]["lr"]) if opt is not None else None
-    def on_step_end(self, args, state, control, **kw):
-        recs, self.tr._pending = self.tr._pending, []
-        if not recs: return
-        G = len(recs); mean = lambda k: sum(r[k] for r in recs) / G
-        w = [x / G for r in recs for x in r["weights"]]
-        line = dict(step=state.global_step, epoch=state.epoch, loss=mean("loss"), forget_loss=mean("forget_loss"),
-                    retain_loss=mean("retain_loss"), indices=[i for r in recs for i in r["indices"]],
-                    per_sample_loss=[x for r in recs for x in r["per_sample_loss"]], weights=w, **weight_stats(w),
-                    lr=self.lr)
-        self.tr.step_log.append(line)
-        if self.tr.steps_path is not None and state.is_world_process_zero:   # one writer under DDP / ZeRO-3
-            with open(self.tr.steps_path, "a") as f: f.write(json.dumps(line) + "\n")
-        check_finite(line, args)
 
+# %% ../nbs/07_training.ipynb #e99f3685
+@patch
+def on_step_end(self: _StepLog, args, state, control, **kw):
+    recs, self.tr._pending = self.tr._pending, []
+    if not recs: return
+    G = len(recs); mean = lambda k: sum(r[k] for r in recs) / G
+    w = [x / G for r in recs for x in r["weights"]]
+    line = dict(step=state.global_step, epoch=state.epoch, loss=mean("loss"), forget_loss=mean("forget_loss"),
+                retain_loss=mean("retain_loss"), indices=[i for r in recs for i in r["indices"]],
+                per_sample_loss=[x for r in recs for x in r["per_sample_loss"]], weights=w, **weight_stats(w),
+                lr=self.lr)
+    self.tr.step_log.append(line)
+    if self.tr.steps_path is not None and state.is_world_process_zero:   # one writer under DDP / ZeRO-3
+        with open(self.tr.steps_path, "a") as f: f.write(json.dumps(line) + "\n")
+    check_finite(line, args)
+
+# %% ../nbs/07_training.ipynb #1e31561f
 def _all_ranks_any(flag: bool, args) -> bool:
     "Whether `flag` holds on any rank (one all-reduce under DDP, so that every rank stops together)."
     import torch.distributed as dist
@@ -326,6 +351,7 @@ def _all_ranks_any(flag: bool, args) -> bool:
     t = torch.tensor([float(flag)], device=args.device); dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
 
+# %% ../nbs/07_training.ipynb #0321be97
 def check_finite(line: dict, args=None):
     "Stop training (a `BaldroError` naming the step and the losses) once a step's loss is not finite."
     bad = not math.isfinite(line["loss"])
@@ -337,6 +363,7 @@ def check_finite(line: dict, args=None):
                       f"instead of training on. Fix: lower lr{f' (it was {lr:g})' if lr is not None else ''}, keep gradient "
                       "clipping on (max_grad_norm) and warm-up, or use float32 instead of bfloat16.")
 
+# %% ../nbs/07_training.ipynb #6862e0ba
 class UnlearnTrainer(Trainer):
     "HF `Trainer` for unlearning: `loss = γ·reweight(objective(forget)) + α·retain`, one JSON line per step."
     def __init__(self, *args, method, ref=None, steps_path=None, pad_id: int = 0, **kw):
@@ -350,12 +377,14 @@ class UnlearnTrainer(Trainer):
         self.add_callback(_StepLog(self))
         self.remove_callback(transformers.trainer_callback.PrinterCallback)   # steps.jsonl is the log
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        check("forget" in inputs, "UnlearnTrainer batches need a 'forget' key.", "use ForgetRetainDataset with QACollator")
-        loss, rec = unlearn_loss(model, self.method, self.rw, inputs["forget"], inputs.get("retain"), ref=self.ref,
-                                 pad_id=self.pad_id, gen=self._gen, objective=self.objective)
-        if model.training: self._pending.append(rec)
-        return (loss, None) if return_outputs else loss
+# %% ../nbs/07_training.ipynb #b8905e35
+@patch
+def compute_loss(self: UnlearnTrainer, model, inputs, return_outputs=False, num_items_in_batch=None):
+    check("forget" in inputs, "UnlearnTrainer batches need a 'forget' key.", "use ForgetRetainDataset with QACollator")
+    loss, rec = unlearn_loss(model, self.method, self.rw, inputs["forget"], inputs.get("retain"), ref=self.ref,
+                             pad_id=self.pad_id, gen=self._gen, objective=self.objective)
+    if model.training: self._pending.append(rec)
+    return (loss, None) if return_outputs else loss
 
 # %% ../nbs/07_training.ipynb #afb43da5
 def forget_set_losses(model, forget_ds, collator, method: MethodConfig, ref=None, batch_size: int = 16, indices=None) -> dict:
@@ -373,6 +402,7 @@ def forget_set_losses(model, forget_ds, collator, method: MethodConfig, ref=None
     finally: model.train(was)
     return out
 
+# %% ../nbs/07_training.ipynb #f41f780a
 class _ForgetSetRefresh(TrainerCallback):
     "Before optimizer steps `k·refresh_every` (k ≥ 1) rebuild the DV forget-set table from the current model."
     def __init__(self, trainer, forget_ds, collator, batch_size): self.tr, self.ds, self.col, self.bs = trainer, forget_ds, collator, batch_size
