@@ -27,6 +27,8 @@ _AUX = {"is", "was", "are", "were", "be", "been", "being", "am", "has", "have", 
 _PRON = {"i", "he", "she", "it", "they", "we", "you", "him", "her", "them", "us", "me", "his", "hers", "not",
          "no", "there", "also", "very", "most", "more", "such", "many", "some", "all", "both", "one", "two"}
 FUNCTION_WORDS = _DET | _PREP | _CONJ | _AUX | _PRON
+
+# %% ../nbs/08_gibberish.ipynb #93746ce8
 # a determiner cannot be followed by these; a preposition/conjunction cannot be followed by an auxiliary etc.
 _BAD_NEXT = {**{w: _DET | _PREP | _CONJ | _AUX | {"i", "he", "she", "they", "we"} for w in _DET},
              **{w: (_PREP - {"to", "about", "between", "within", "from", "over", "under", "during", "after", "before"}) | {"and", "or", "but", "nor"} | {"is", "are", "was", "were", "has", "have", "had", "am"} for w in _PREP - {"to", "as"}},
@@ -34,11 +36,13 @@ _BAD_NEXT = {**{w: _DET | _PREP | _CONJ | _AUX | {"i", "he", "she", "they", "we"
 _WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
 _OK_CHARS = set(" \t\n.,;:'\"!?-()/&%$’‘“”")
 
+# %% ../nbs/08_gibberish.ipynb #9477a713
 @lru_cache(maxsize=200_000)
 def _zipf(w: str) -> float:
     import wordfreq
     return wordfreq.zipf_frequency(w, "en")
 
+# %% ../nbs/08_gibberish.ipynb #5a6309b5
 def _unpronounceable(w: str) -> bool:
     lw = w.lower()
     return not re.search(r"[aeiouy]", lw) or bool(re.search(r"[^aeiouy\W]{5,}", lw)) or bool(re.search(r"(.)\1\1", lw))
@@ -91,6 +95,7 @@ def offline_clean_prob(text: str) -> float:
     if n == 1 and f["unknown"] > 0: pen += 1.0
     return float(min(0.99, max(0.01, math.exp(-pen))))
 
+# %% ../nbs/08_gibberish.ipynb #b98187ae
 def offline_gibberish_scores(texts) -> np.ndarray:
     "P(clean) for each text (offline rules)."
     return np.array([offline_clean_prob(t) for t in texts], dtype=float)
@@ -116,6 +121,7 @@ def hub_clean_prob(texts, model_path, batch_size: int = 32, max_length: int = 32
             out.append(torch.softmax(clf(**enc).logits.float(), -1)[:, class_id].cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
+# %% ../nbs/08_gibberish.ipynb #b966d4ae
 @lru_cache(maxsize=2)
 def _load_classifier(path: str):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer

@@ -40,6 +40,7 @@ def normalised_prob(p_correct, p_wrong) -> tuple[np.ndarray, float]:
     P = pc / (pc + pw.sum(1) + 1e-10)
     return P, float(P.mean())
 
+# %% ../nbs/09_metrics.ipynb #9cb4ab6d
 def prob_agg(p) -> float:
     "open-unlearning `probability` aggregate: mean over samples of the mean over answers."
     p = np.asarray(p, dtype=np.float64)
@@ -71,6 +72,7 @@ def _rouge_scorer():
     from rouge_score import rouge_scorer
     return rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
 
+# %% ../nbs/09_metrics.ipynb #42c16f4c
 def rouge_scores(generation: str, ground_truth: str) -> dict:
     "ROUGE-1 recall, ROUGE-L F1 and recall of `generation` against `ground_truth` (target)."
     s = _rouge_scorer().score(target=ground_truth, prediction=generation)
@@ -124,6 +126,7 @@ def min_k_pp_z(logp, mu, var) -> np.ndarray:
     lp, m, v = (np.asarray(x, dtype=np.float64).reshape(-1) for x in (logp, mu, var))
     return (lp - m) / np.sqrt(np.maximum(v, 1e-6))
 
+# %% ../nbs/09_metrics.ipynb #3ce36c5d
 def min_k_pp_score(logp, mu, var, k: float = MIA_K) -> float:
     "`mia_min_k_plus_plus`: min-k of the standardised log-probs (0 when N = 0)."
     return min_k_score(min_k_pp_z(logp, mu, var), k)
