@@ -39,10 +39,10 @@ REPORT_INPUTS = "inputs.sha256"   # in the report folder: the digest of what the
 # %% ../nbs/14_cli.ipynb #8d4c74a4
 def report_inputs(root, outputs, expected=None) -> str:
     "Digest of what the report reads: results.csv, the miniature runs' tables, the report notebook, the expected runs and the code that builds it."
-    import baldro_nb.tables as T, baldro_nb.report as R
+    import baldro_nb.tables as T, baldro_nb.comparisons as C, baldro_nb.report as R
     runs = Path(outputs)/RUNS_DIR
     files = [Path(outputs)/RESULTS_CSV, *sorted(runs.glob("miniature__*/*.csv")), *sorted(runs.glob("miniature__*/calibration.json")),
-             Path(root)/"nbs/report/report.ipynb", *([Path(expected)] if expected else []), Path(T.__file__), Path(R.__file__)]
+             Path(root)/"nbs/report/report.ipynb", *([Path(expected)] if expected else []), Path(T.__file__), Path(C.__file__), Path(R.__file__)]
     return files_digest(files)
 
 # %% ../nbs/14_cli.ipynb #8d4c74a5

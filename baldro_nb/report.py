@@ -16,7 +16,7 @@ from .core import check, atomic_write, write_json, repo_root, outputs_dir
 from .vocab import RESULTS_CSV, RUNS_DIR, REPORT_DIR, BASE_VARIANT
 from .tables import DV_LABEL, GROUP_LABEL, VARIANTS, _gmean, load_results, main_runs, gib_column, method_table
 from .tables import per_sample_probs, reference_points, epoch_table, weights_table
-from .comparisons import GAIN, LOSS, NO_DIFF, FEW_PAIRS, NOT_MEASURED, IDENTICAL
+from .comparisons import GAIN, LOSS, NO_DIFF, FEW_PAIRS, NOT_MEASURED, IDENTICAL, NOT_REPLICATED
 
 # %% auto #0
 __all__ = ['FIG_DPI', 'REPORT_CSS', 'new_figure', 'save_fig', 'placeholder_figure', 'fig_fq_mu', 'fig_bars', 'fig_epochs',
@@ -209,7 +209,8 @@ def fig_trajectories(results_csv, runs_dir, fig_dir, name="forget_trajectories",
     return save_fig(fig, fig_dir, name)
 
 # %% ../nbs/16_report.ipynb #c3d1e202
-_VERDICT_COLOR = {GAIN: "#2ca02c", LOSS: "#d62728", NO_DIFF: "#7f7f7f", FEW_PAIRS: "#c7c7c7", NOT_MEASURED: "#d9b44a", IDENTICAL: "#9e9ac8"}
+_VERDICT_COLOR = {GAIN: "#2ca02c", LOSS: "#d62728", NOT_REPLICATED: "#8c564b", NO_DIFF: "#7f7f7f", FEW_PAIRS: "#c7c7c7",
+                  NOT_MEASURED: "#d9b44a", IDENTICAL: "#9e9ac8"}
 _MINI_COLORS = {"base": "#1f77b4", "BalDRO-DV": "#d62728", "BalDRO-DV-softmax": "#ff7f0e", "BalDRO-G": "#2ca02c",
                 "BalDRO-DV-forget_set": "#9467bd"}
 

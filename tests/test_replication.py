@@ -1,5 +1,5 @@
-"""The replication rule, simulated on synthetic studies through the report's own code (`tables.paired_comparisons`,
-`tables.positive_control`): how often it claims an effect that is not there, and how often it finds one that is.
+"""The replication rule, simulated on synthetic studies through the report's own code (`comparisons.paired_comparisons`,
+`comparisons.positive_control`): how often it claims an effect that is not there, and how often it finds one that is.
 
 Each synthetic study has the default study's shape: 2 model pairs x 3 seeds (pair k's seeds 1000 k + 0, 1, 2), one
 comparison (a variant against its base), the primary endpoint only. Paired difference of seed s in pair p:
@@ -40,7 +40,7 @@ def test_no_effect_false_claims_at_most_5_percent():
 
 def test_pair_varying_effect_is_the_stated_limitation():
     # an effect that is +u in one pair and -u' in the other (mean 0), as large as the seed noise: two pairs cannot
-    # tell it from a real effect; the rate is stated in nbs/15_tables.ipynb (about 10 %), not hidden
+    # tell it from a real effect; the rate is stated in nbs/15a_comparisons.ipynb (about 10 %), not hidden
     rate, _ = claim_rate(0.0, s_int=1.0, seed=1)
     print(f"mean-zero effect varying by pair (sd = seed sd): false gain/loss in {rate:.1%} of {N} studies")
     assert rate <= 0.15
