@@ -94,7 +94,8 @@ def content_digest(path, cache=None) -> str:
     return h
 
 # %% ../nbs/19_fingerprint.ipynb #3f9ff264
-RETAIN_IDENTITY_KEYS = ("model", "forget_split", "data_source")   # what must agree between a retain log and its consumer
+RETAIN_IDENTITY_KEYS = ("model", "forget_split", "data_source", "compat")   # what must agree between a retain log and its consumer
+# (compat: the prompt encoding, data.Template; a log made before it was recorded is not compared on it)
 
 # %% ../nbs/19_fingerprint.ipynb #3f9ff266
 def retain_identity(log_path) -> dict | None:

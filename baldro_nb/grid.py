@@ -339,7 +339,8 @@ def _need_errors(r, provided, root, outputs, errs):
             if what == "retain log":   # a log made elsewhere: whose it is, checked now rather than in the kernel
                 p = {**notebook_defaults(root/"nbs"/r["notebook"]), **r["params"]}
                 try: check_retain_identity(artefact_path(a, root, outputs), override=p.get("retain_log_check") is False,
-                                           model=p.get("model"), forget_split=p.get("forget_split"), data_source=p.get("data_source"))
+                                           model=p.get("model"), forget_split=p.get("forget_split"), data_source=p.get("data_source"),
+                                           compat=p.get("compat"))
                 except BaldroError as e: errs.append(f"{r['run_id']}: {e}")
             continue
         errs.append(f"{r['run_id']}: its {what} {artefact_name(a)} does not exist and no run in this grid makes it. Fix: {_need_fix(what, r['params'])}.")
