@@ -28,6 +28,7 @@ def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor,
     nll = F.cross_entropy(lg.reshape(-1, lg.size(-1)), lb.reshape(-1), ignore_index=-100, reduction="none")
     return nll.view(lb.shape) * mask, mask
 
+# %% ../nbs/05_objectives.ipynb #91fa246f
 def seq_stats(nll: torch.Tensor, mask: torch.Tensor):
     "Per-sequence `S_i` (sum NLL), `n_i` (valid tokens) and `ℓ̄_i = S_i / max(n_i, 1)`."
     S = (nll * mask).sum(-1); n = mask.sum(-1)
@@ -48,6 +49,7 @@ def split_lm(model):
         return None, None
     return dec, head
 
+# %% ../nbs/05_objectives.ipynb #f9c7351b
 def model_nll(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     "`token_nll` of `model` on `batch` (input_ids, attention_mask, labels), the output layer applied only at labelled positions."
     dec, head = split_lm(model)
@@ -71,8 +73,10 @@ class ForgetLoss:
         check(self.per_token is not None, "this objective has no per-token losses.", "reduce over sequences instead")
         return self.per_token.sum() / self.n.sum().clamp(min=1)
 
+# %% ../nbs/05_objectives.ipynb #f083df1f
 def _seq_mean(per_token, mask): return (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)
 
+# %% ../nbs/05_objectives.ipynb #8f8979d8
 def _ref_S(ref_logp, mask, name):
     check(ref_logp is not None, f"{name} needs reference per-token log-probs.",
           "pass ref_logp (from the reference cache or a live reference model)")
@@ -139,6 +143,7 @@ def get_objective(name: str) -> dict:
     "Look up an objective by name (case-insensitive; `-` and `_` ignored)."
     return OBJECTIVES[objective_key(name)]
 
+# %% ../nbs/05_objectives.ipynb #4f6fb0d8
 def forget_loss(name: str, logits, labels, ref_logp=None, **hp) -> ForgetLoss:
     "Objective `name` on a batch's logits/labels (hyper-parameters default to the reference code's values, nbs/reference_code.ipynb#default-hyper-parameters)."
     spec = get_objective(name)
@@ -154,6 +159,7 @@ def retain_nll(nll, mask, reduction: str = "token") -> torch.Tensor:
     S = (nll * mask).sum(-1)
     return S.sum() / mask.sum().clamp(min=1) if reduction == "token" else S.mean()
 
+# %% ../nbs/05_objectives.ipynb #eae11b93
 def retain_kl(logits, ref_logits, mask: torch.Tensor | None = None) -> torch.Tensor:
     "Retain KL(p_ref ‖ p_θ): mean over every position (`mask=None`, the reference) or over the answer positions of `mask`."
     if mask is not None:   # `mask` [B, T-1] as from `token_nll`: position t predicts label t+1

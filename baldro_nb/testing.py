@@ -53,6 +53,7 @@ def make_fixture_project(root) -> Path:
                     "_w(f'{out_dir}/metrics.json', {'forget_quality': seed / 10, 'model_utility': 0.5})")
     return root
 
+# %% ../nbs/17_testing.ipynb #a2135718
 FIXTURE_GRID = {"defaults": {"model": "tiny-llama"},
                 "grid": [{"kind": "finetune", "axes": {"stage": ["full", "retain99"]}},
                          {"kind": "retain_eval"},
@@ -64,6 +65,7 @@ FIXTURE_GRID = {"defaults": {"model": "tiny-llama"},
 def _rng(*key) -> np.random.Generator:
     return np.random.default_rng(int(stable_hash(list(map(str, key)), 12), 16))
 
+# %% ../nbs/17_testing.ipynb #1417968b
 def _tofu_eval(probs, trs, mu_parts, fq, gib, n):
     "Open-unlearning TOFU_EVAL.json content (the subset the report reads, plus the MU parts)."
     ix = [str(i) for i in range(n)]
@@ -76,6 +78,7 @@ def _tofu_eval(probs, trs, mu_parts, fq, gib, n):
     ev |= {k: {"agg_value": float(v)} for k, v in mu_parts.items()}
     return dict(sorted(ev.items()))
 
+# %% ../nbs/17_testing.ipynb #fede8b65
 def _summary(ev):
     return {k: v["agg_value"] for k, v in ev.items() if k in ("forget_quality", "model_utility", "forget_Q_A_Prob",
             "forget_truth_ratio", "forget_Q_A_gibberish") and v["agg_value"] is not None}

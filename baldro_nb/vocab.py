@@ -29,10 +29,12 @@ def split_pairing(forget_split: str) -> tuple[str, str]:
     p = int(fs[-2:])
     return f"retain{100 - p:02d}", f"holdout{p:02d}"
 
+# %% ../nbs/01_vocab.ipynb #341e99ce
 def retain_stage(forget_split: str) -> str:
     "The retain model (and retain split) that goes with `forget_split`: `forget01` -> `retain99`."
     return split_pairing(forget_split)[0]
 
+# %% ../nbs/01_vocab.ipynb #cd7805c4
 STAGES = ("full", *(retain_stage(f) for f in FORGET_SPLITS))   # finetuned model stages: target + retain models
 
 # %% ../nbs/01_vocab.ipynb #17337d88
@@ -43,14 +45,17 @@ RETAIN_IDENTITY = "identity.json"   # beside a retain log: whose log it is (mode
 
 def _seeded(name: str, seed: int) -> str: return name if int(seed) == 0 else f"{name}_seed{int(seed)}"
 
+# %% ../nbs/01_vocab.ipynb #41ab5b2b
 def model_rel(model: str, stage: str, seed: int = 0) -> str:
     "`models/<model>/<stage>` (`<stage>_seed<k>` for finetune seed k ≠ 0, i.e. model pair k): a finetuned target or retain model."
     return f"{MODELS_DIR}/{model}/{_seeded(stage, seed)}"
 
+# %% ../nbs/01_vocab.ipynb #7dde913b
 def retain_log_rel(model: str, forget_split: str = "forget01", pair: int = 0) -> str:
     "`retain_logs/<model>_<retainXX>[_seed<k>]/TOFU_EVAL.json`: the evaluation of pair k's retain model that forget quality compares with."
     return f"{RETAIN_LOGS_DIR}/{_seeded(f'{model}_{retain_stage(forget_split)}', pair)}/TOFU_EVAL.json"
 
+# %% ../nbs/01_vocab.ipynb #1f4d5d4b
 def run_rel(run_id: str) -> str: return f"{RUNS_DIR}/{run_id}"
 
 # %% ../nbs/01_vocab.ipynb #5e1d0c01
@@ -93,6 +98,7 @@ def objective_key(name) -> str:
     check(k in OBJECTIVE_NAMES, f"unknown objective {name!r}.", f"use one of {sorted(OBJECTIVE_NAMES.values())}")
     return k
 
+# %% ../nbs/01_vocab.ipynb #ca1c62dc
 UNITS = ("sequence", "token", "scalar")
 DIRECTIONS = ("softmin", "softmax")
 POOLS = ("batch", "forget_set")
