@@ -9,7 +9,8 @@ from pathlib import Path
 
 from .core import BaldroError, check, read_json, read_yaml, repo_root, set_offline, arithmetic_env, with_env, atomic_write
 from .vocab import RESULTS_CSV, RUNS_DIR, REPORT_DIR
-from .execution import run_grid, collect, run_state, list_runs, RunInterrupted
+from .execution import run_grid, RunInterrupted
+from .runfolder import collect, run_state, list_runs
 from .fingerprint import fingerprint_study, verify, published_manifest_path, files_digest
 
 # %% auto #0

@@ -18,8 +18,7 @@ from .grid import (load_runs, _with_needs, validate, plan, notebook_params, run_
 from .forkserver import (ForkServer, warm_kernel_manager, _die_with_parent, LIVE_KERNELS, KERNEL_HOOKS,
                                   signal_kernels)
 from .runfolder import (run_paths, papermill_command, scrub_paths, publish_artefacts, record_artefacts, RunState,
-                                 run_state, _write, _clear_attempt, _promote_notebook, _record_finished, failed_row, collect,
-                                 list_runs)   # list_runs: `cli` imports it from here
+                                 run_state, _write, _clear_attempt, _promote_notebook, _record_finished, failed_row, collect)
 
 # %% auto #0
 __all__ = ['KERNEL_START_FAILURE', 'INTERRUPT_GRACE_S', 'RUN_LOCK_TIMEOUT_S', 'execute_run', 'schedule', 'kernel_env',
