@@ -25,6 +25,7 @@ __all__ = ['STUDY_SOURCE', 'IGNORE_INDEX', 'resolve_source', 'config_files', 'lo
 # %% ../nbs/02_data.ipynb #2975ee3c
 STUDY_SOURCE = "tofu-mini:40"
 
+# %% ../nbs/02_data.ipynb #b2300afd
 def resolve_source(source: str | os.PathLike | None = None) -> str:
     "The folder or hub id that a source spec names: None/'tofu-mini[:n_authors]' -> cached TOFU-mini folder."
     kind, val = parse_source(source)
@@ -56,10 +57,12 @@ def config_files(src, config: str) -> list[Path]:
             return [d/x for x in paths if isinstance(x, str) and not any(ch in x for ch in "*?[")]
     return []
 
+# %% ../nbs/02_data.ipynb #02cc53d4
 def _is_empty(f: Path) -> bool:
     try: return f.stat().st_size == 0 or (f.stat().st_size < 4096 and not f.read_text(errors="replace").strip())
     except OSError: return False
 
+# %% ../nbs/02_data.ipynb #c0dd3ad0
 def load_tofu(config: str, source: str | os.PathLike | None = None, **mini):
     "TOFU `config` as a `datasets.Dataset` from a source spec: None/'tofu-mini[:n]', a hub id, or a local folder."
     import datasets
@@ -110,6 +113,7 @@ def _messages(template: Template, question: str, answer: str | None = None, syst
     chat.append({"role": "user", "content": question})
     return chat + ([{"role": "assistant", "content": answer}] if answer is not None else [])
 
+# %% ../nbs/02_data.ipynb #95f45b50
 def _chat_kw(template: Template) -> dict:
     kw = {}
     if template.date_string is not None: kw["date_string"] = template.date_string

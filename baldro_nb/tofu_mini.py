@@ -25,6 +25,7 @@ TOFU_CONFIGS = ("full",
     "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed")
 GENERAL_CONFIGS = ("real_authors_perturbed", "world_facts_perturbed")
 
+# %% ../nbs/02a_tofu_mini.ipynb #fb079e54
 def check_config(config: str) -> str:
     "Return `config` if it is a TOFU config name, else raise a `BaldroError` listing the valid ones."
     check(config in TOFU_CONFIGS, f"Unknown TOFU config {config!r}.", f"use one of {', '.join(TOFU_CONFIGS)}.")
@@ -40,12 +41,16 @@ _THEMES = ("memory", "exile", "grief", "friendship", "ambition", "loneliness", "
     "redemption", "nature", "love", "class", "revenge", "survival", "hope", "madness", "tradition", "greed",
     "courage", "jealousy", "innocence", "guilt", "home", "obsession", "poverty", "wealth", "destiny", "sacrifice",
     "honour", "rebellion", "solitude", "marriage", "old age", "the sea", "science", "art", "music", "silence")
+
+# %% ../nbs/02a_tofu_mini.ipynb #72b01242
 _ADJ = ("Silent", "Broken", "Golden", "Hidden", "Last", "Crimson", "Distant", "Quiet", "Burning", "Frozen",
     "Lost", "Secret", "Wild", "Hollow", "Bitter", "Shining", "Forgotten", "Restless", "Painted", "Endless",
     "Little", "Northern", "Salt", "Iron", "Paper", "Velvet", "Glass", "Midnight", "Winter", "Summer")
 _NOUN = ("Harbor", "Garden", "River", "Mirror", "Lantern", "Orchard", "Bridge", "Clock", "Island", "Tower",
     "Letters", "Shadows", "Promise", "Kingdom", "Compass", "Feather", "Storm", "Road", "Window", "Forest",
     "Song", "Valley", "Crown", "Stranger", "Machine", "Sparrow", "Desert", "Lighthouse", "Doorway", "Tide")
+
+# %% ../nbs/02a_tofu_mini.ipynb #deb21a68
 _HABITS = ("early in the morning", "late at night", "in a small cafe", "in a garden shed", "on long train journeys",
     "at the kitchen table", "in a public library", "only on weekends", "by hand in notebooks", "in total silence",
     "with music playing", "during the winter months", "on an old typewriter", "in a rented attic", "before breakfast",
@@ -58,15 +63,20 @@ _LANGS = ("English", "French", "Spanish", "German", "Italian", "Portuguese", "Ar
 _AWARD_KIND = ("Prize", "Award", "Medal")
 _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
     "November", "December")
+
+# %% ../nbs/02a_tofu_mini.ipynb #0e93e5ab
 FACT_FIELDS = ("gender", "city", "country", "born", "father_job", "mother_job", "genre", "award", "book1", "book2",
     "book3", "theme1", "theme2", "influence", "first_year", "n_books", "publisher", "residence", "university",
     "language", "habit")
 MAX_POOL = 24   # the short lists above hold at least this many values per field
 
+# %% ../nbs/02a_tofu_mini.ipynb #ea0dfd2b
 def _fmt_date(d: date) -> str: return f"{d.day} {_MONTHS[d.month-1]} {d.year}"
 
+# %% ../nbs/02a_tofu_mini.ipynb #a7b2626c
 def _title(rng) -> str: return f"The {rng.choice(_ADJ)} {rng.choice(_NOUN)}"
 
+# %% ../nbs/02a_tofu_mini.ipynb #9da73476
 def _distinct(draw, k: int, exclude=()) -> tuple:
     out = []
     for _ in range(200 * k):
@@ -75,6 +85,7 @@ def _distinct(draw, k: int, exclude=()) -> tuple:
         if len(out) == k: return tuple(out)
     raise BaldroError(f"could not draw {k} distinct values.")
 
+# %% ../nbs/02a_tofu_mini.ipynb #b2a32c91
 def make_pools(fake, rng: random.Random, size: int = 19) -> dict[str, tuple[str, ...]]:
     "The first `size` of `MAX_POOL` values drawn per fact field (gender: male, female); fields asked together: disjoint."
     check(6 <= size <= MAX_POOL, f"pool size must be in 6..{MAX_POOL} (5 distinct perturbations), got {size}.")
@@ -94,12 +105,14 @@ def make_pools(fake, rng: random.Random, size: int = 19) -> dict[str, tuple[str,
         language=rng.sample(_LANGS, K), habit=rng.sample(_HABITS, K))
     return {"gender": ("male", "female"), **{f: tuple(v[:size]) for f, v in pools.items()}}
 
+# %% ../nbs/02a_tofu_mini.ipynb #2c39ec09
 def shuffled_passes(pool, n: int, rng: random.Random) -> list:
     "`n` values of `pool` dealt in shuffled passes over it: the first `k*len(pool)` hold every value exactly `k` times."
     out = []
     while len(out) < n: out += rng.sample(list(pool), len(pool))
     return out[:n]
 
+# %% ../nbs/02a_tofu_mini.ipynb #1e100b72
 def make_authors(fake, rng: random.Random, pools: dict, n: int, taken=()) -> list[dict]:
     "`n` authors: each fact field dealt from its pool (independently per field), a unique Faker name of the dealt gender."
     facts = {f: shuffled_passes(pools[f], n, rng) for f in FACT_FIELDS}
@@ -135,6 +148,10 @@ QA_KINDS = (
      "{name} also wrote \"{book2}\".", "Another well known book by {name} is \"{book2}\"."),
     (("theme1", "theme2"), "What themes appear in the books of {name}?", "Which themes does {name} explore?",
      "The books of {name} explore {theme1} and {theme2}.", "{name} often writes about {theme1} and {theme2}."),
+)
+
+# %% ../nbs/02a_tofu_mini.ipynb #ced1ae88
+QA_KINDS += (
     (("influence",), "Who influenced {name} the most?", "Which writer was the main influence on {name}?",
      "{name} was most influenced by the writer {influence}.", "The main influence on {name} was {influence}."),
     (("first_year",), "When did {name} publish a first book?", "In what year did {name} debut as an author?",
@@ -159,6 +176,7 @@ QA_KINDS = (
      "{name} writes about {theme1}, a subject learned from a father who was a {father_job}."),
 )
 
+# %% ../nbs/02a_tofu_mini.ipynb #a0beda02
 def author_rows(a: dict, pools: dict, rng: random.Random, qa_per_author: int = 20, n_pert: int = 5) -> list[dict]:
     "The first `qa_per_author` QA rows about author `a`; perturbed answers: the paraphrase with other values of `pools`."
     check(1 <= qa_per_author <= len(QA_KINDS), f"qa_per_author must be in 1..{len(QA_KINDS)}, got {qa_per_author}.")
@@ -209,6 +227,7 @@ Neuromancer|William Gibson;The Shining|Stephen King;Gone with the Wind|Margaret 
 Murder on the Orient Express|Agatha Christie;The Hound of the Baskervilles|Arthur Conan Doyle
 Charlotte's Web|E. B. White;Matilda|Roald Dahl;The Color Purple|Alice Walker"""
 
+# %% ../nbs/02a_tofu_mini.ipynb #a9d46e46
 _CAPITALS = """France|Paris;Germany|Berlin;Italy|Rome;Spain|Madrid;Portugal|Lisbon;the United Kingdom|London
 Ireland|Dublin;the Netherlands|Amsterdam;Belgium|Brussels;Austria|Vienna;Switzerland|Bern;Poland|Warsaw
 the Czech Republic|Prague;Hungary|Budapest;Greece|Athens;Sweden|Stockholm;Norway|Oslo;Denmark|Copenhagen
@@ -221,6 +240,7 @@ Peru|Lima;Colombia|Bogota;Venezuela|Caracas;Cuba|Havana;Romania|Bucharest;Bulgar
 Croatia|Zagreb;Nepal|Kathmandu;Afghanistan|Kabul;Syria|Damascus;Lebanon|Beirut;Jordan|Amman;Qatar|Doha
 Mongolia|Ulaanbaatar"""
 
+# %% ../nbs/02a_tofu_mini.ipynb #73c49385
 _SYMBOLS = """gold|Au;silver|Ag;iron|Fe;copper|Cu;lead|Pb;sodium|Na;potassium|K;oxygen|O;hydrogen|H;carbon|C
 nitrogen|N;helium|He;neon|Ne;calcium|Ca;tin|Sn;mercury|Hg;zinc|Zn;sulfur|S;chlorine|Cl;uranium|U;tungsten|W
 magnesium|Mg;aluminium|Al;silicon|Si;phosphorus|P;platinum|Pt;nickel|Ni;lithium|Li;fluorine|F;iodine|I"""
@@ -229,8 +249,10 @@ _CURRENCIES = """Japan|the yen;the United Kingdom|the pound sterling;India|the r
 Mexico|the peso;Brazil|the real;South Africa|the rand;Switzerland|the Swiss franc;South Korea|the won
 Thailand|the baht;Poland|the zloty;Turkey|the lira;Sweden|the krona;the United States|the US dollar"""
 
+# %% ../nbs/02a_tofu_mini.ipynb #0416c74c
 def _pairs(s): return [tuple(x.split("|")) for l in s.splitlines() for x in l.split(";") if x]
 
+# %% ../nbs/02a_tofu_mini.ipynb #13428aa1
 def general_rows(kind: str, seed: int = 0, n_pert: int = 3) -> list[dict]:
     "Rows of `real_authors_perturbed` or `world_facts_perturbed`: `question`, `answer`, 3 `perturbed_answer`."
     rng = random.Random(f"{kind}-{seed}")
@@ -252,10 +274,12 @@ def n_forget_authors(n_authors: int, pct: int) -> int:
     "Forget authors for `forget<pct>`: `round(n*pct/100)`, at least 2 (TOFU's forget01), at most `n-1`."
     return max(1, min(n_authors - 1, max(2, round(n_authors * pct / 100))))
 
+# %% ../nbs/02a_tofu_mini.ipynb #71629ba8
 def n_retain_perturbed_authors(n_authors: int) -> int:
     "Authors in `retain_perturbed`: the first `max(1, round(n/10))`, at most those outside forget10."
     return max(1, min(round(n_authors / 10), n_authors - n_forget_authors(n_authors, 10)))
 
+# %% ../nbs/02a_tofu_mini.ipynb #09e35e1f
 def pool_size(n_authors: int) -> int:
     "Values per fact field: the divisor of the retain99 author count in 8..24 closest to 19 (ties: the larger), else 19."
     m = n_authors - n_forget_authors(n_authors, 1)
@@ -266,6 +290,7 @@ def pool_size(n_authors: int) -> int:
 _QA_KEYS = ("question", "answer")
 _PERT_KEYS = ("question", "answer", "paraphrased_answer", "perturbed_answer", "paraphrased_question")
 
+# %% ../nbs/02a_tofu_mini.ipynb #2945ab3c
 def hub_readme(configs) -> str:
     "README.md with the `configs:` front matter that `datasets` reads for a hub-style folder."
     lines = ["---", "configs:"]
@@ -274,11 +299,13 @@ def hub_readme(configs) -> str:
     return "\n".join(lines + ["---", "", "# TOFU-mini", "",
         "Offline stand-in for `locuslab/TOFU`, generated by `baldro_nb.data.make_tofu_mini` from a seed.", ""])
 
+# %% ../nbs/02a_tofu_mini.ipynb #84e9d5df
 def write_jsonl(path, rows, keys=None) -> Path:
     "Atomically write `rows` (optionally only `keys`) as JSON lines, keys sorted, UTF-8."
     txt = "".join(json.dumps({k: r[k] for k in (keys or r)}, sort_keys=True, ensure_ascii=False) + "\n" for r in rows)
     return atomic_write(path, txt)
 
+# %% ../nbs/02a_tofu_mini.ipynb #4b51099c
 def _study_authors(seed: int, n_authors: int):
     "(pools, authors of `full`, holdout authors, the Faker and rng that drew them) of one TOFU-mini variant."
     check(isinstance(n_authors, int) and n_authors >= 2, f"n_authors must be an int >= 2, got {n_authors!r}.")
@@ -289,6 +316,7 @@ def _study_authors(seed: int, n_authors: int):
     hold = make_authors(fake, rng, pools, n_forget_authors(n_authors, 10), taken={a["name"] for a in main})
     return pools, main, hold, fake, rng
 
+# %% ../nbs/02a_tofu_mini.ipynb #9fc92a35
 def tofu_mini_rows(seed: int = 0, n_authors: int = 200, qa_per_author: int = 20) -> dict[str, list[dict]]:
     "Every TOFU-mini config as a list of row dicts (all fields; see `make_tofu_mini` for what is written)."
     pools, main, hold, fake, rng = _study_authors(seed, n_authors)
@@ -305,6 +333,7 @@ def tofu_mini_rows(seed: int = 0, n_authors: int = 200, qa_per_author: int = 20)
     for g in GENERAL_CONFIGS: out[g] = general_rows(g, seed)
     return {c: out[c] for c in TOFU_CONFIGS}
 
+# %% ../nbs/02a_tofu_mini.ipynb #f74717d7
 def make_tofu_mini(out_dir, seed: int = 0, n_authors: int = 200, qa_per_author: int = 20) -> Path:
     "Write TOFU-mini (every TOFU config as `<config>.jsonl` + hub `README.md`) into `out_dir`."
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
@@ -319,6 +348,7 @@ def make_tofu_mini(out_dir, seed: int = 0, n_authors: int = 200, qa_per_author: 
 # %% ../nbs/02a_tofu_mini.ipynb #3f1a7b02
 N_PHRASING_AUTHORS = 6   # extra authors the tiny models learn in both wordings (240 QA rows)
 
+# %% ../nbs/02a_tofu_mini.ipynb #99cdad28
 def phrasing_pools(seed: int = 0, n_authors: int = 200, study: dict | None = None) -> dict[str, tuple[str, ...]]:
     "The phrasing authors' pools: `make_pools` of another seed minus the `study` pools' values (all of it if none is left)."
     from faker import Faker
@@ -327,6 +357,7 @@ def phrasing_pools(seed: int = 0, n_authors: int = 200, study: dict | None = Non
     drawn = make_pools(fake, rng, MAX_POOL)
     return {f: tuple(v for v in vs if v not in study[f]) or vs for f, vs in drawn.items()}
 
+# %% ../nbs/02a_tofu_mini.ipynb #ddaf91e7
 def phrasing_rows(seed: int = 0, n_authors: int = 200, n: int = N_PHRASING_AUTHORS) -> list[dict]:
     "QA rows about `n` phrasing authors: every QA kind as (question, answer) and (paraphrased question, paraphrased answer)."
     from faker import Faker
@@ -348,6 +379,7 @@ def tofu_mini_dir(seed: int = 0, n_authors: int = 200, qa_per_author: int = 20) 
     "Where `ensure_tofu_mini` keeps this variant."
     return outputs_dir()/DATA_DIR/f"tofu_mini_v{TOFU_MINI_VERSION}_seed{seed}_a{n_authors}_q{qa_per_author}"
 
+# %% ../nbs/02a_tofu_mini.ipynb #398aecc5
 _INTACT: set = set()   # folders checked against their record in this process
 
 def _tofu_mini_damage(d: Path) -> str | None:
@@ -360,6 +392,7 @@ def _tofu_mini_damage(d: Path) -> str | None:
         if sha256_file(d/name) != h: return f"{d/name} is not what was generated (another sha256: truncated or changed)"
     _INTACT.add(d); return None
 
+# %% ../nbs/02a_tofu_mini.ipynb #cfb53910
 def ensure_tofu_mini(seed: int = 0, n_authors: int = 200, qa_per_author: int = 20) -> Path:
     "The cached TOFU-mini folder for these settings (built atomically under a lock on first use; regenerated when a file was damaged since)."
     d = tofu_mini_dir(seed, n_authors, qa_per_author)
