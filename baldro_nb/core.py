@@ -19,7 +19,7 @@ __all__ = ['HF_OFFLINE_VARS', 'ENV_PACKAGES', 'PINNED_ARITHMETIC', 'THREAD_VARS'
            'check', 'seed_everything', 'usual_mode', 'atomic_write', 'write_json', 'read_json', 'write_yaml',
            'read_yaml', 'stable_hash', 'run_id', 'repo_root', 'outputs_dir', 'set_offline', 'git_info',
            'arithmetic_env', 'with_env', 'cpu_info', 'arithmetic_state', 'arithmetic_key', 'capture_env', 'LockTimeout',
-           'lock_holder', 'file_lock', 'patch']
+           'lock_holder', 'file_lock']
 
 # %% ../nbs/00_core.ipynb #78973064
 class BaldroError(ValueError):
@@ -273,13 +273,3 @@ def file_lock(path, timeout: float | None = None):
                           f"has finished, or stop it, and try again.", path, holder, timeout) from None
     try: yield path
     finally: lock.release()
-
-# %% ../nbs/00_core.ipynb #1593c688
-def patch(f):
-    "Decorator: add `f` to the class its first parameter is annotated with (fastcore's `@patch` for plain methods)."
-    cls = f.__annotations__[f.__code__.co_varnames[0]]
-    while isinstance(cls, str): cls = eval(cls, f.__globals__)   # `from __future__ import annotations`: a string (or a quoted one)
-    f.__qualname__ = f"{cls.__name__}.{f.__name__}"
-    if hasattr(f.__code__, "co_qualname"): f.__code__ = f.__code__.replace(co_qualname=f.__qualname__)
-    setattr(cls, f.__name__, f)
-    return f.__globals__.get(f.__name__)

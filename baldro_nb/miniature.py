@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 from transformers import TrainerCallback
 
-from .core import check, patch, read_json, write_json
+from fastcore.basics import patch
+from .core import check, read_json, write_json
 from .vocab import variant_label
 from .metrics import prob_agg
 from .evaluation import evaluate_tofu, encode_eval_set, eval_sets, score_sequences

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed
 
-from .core import BaldroError, check, patch
+from fastcore.basics import patch
+from .core import BaldroError, check
 from .objectives import ForgetLoss, token_nll, model_nll, seq_stats
 from .vocab import UNITS, DIRECTIONS, POOLS, REWEIGHTING_PARAMS
 

@@ -12,7 +12,8 @@ import torch
 import transformers
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from .core import BaldroError, check, patch, seed_everything, write_json
+from fastcore.basics import patch
+from .core import BaldroError, check, seed_everything, write_json
 from .data import QACollator
 from .objectives import OBJECTIVES, get_objective, token_nll, model_nll, seq_stats, retain_nll, retain_kl, ForgetLoss
 from .reweighting import make_reweighting, group_select, select_rows, weight_stats, Group, DV
