@@ -25,7 +25,7 @@ from .engine import Scored, score_sequences, generate_greedy
 __all__ = ['MIA_SETS', 'SUMMARY_KEYS', 'EVAL_VERSION', 'eval_sets', 'EncodedSet', 'encode_eval_set', 'mia_seq_ids', 'mia_scores',
            'mia_logs', 'build_logs', 'summarize', 'evaluate_tofu', 'write_eval_logs', 'publish_eval_logs',
            'read_retain_log', 'retain_truth_ratios', 'load_retain_auc', 'make_retain_reference', 'TofuEvalCallback',
-           'eval_source', 'epoch0_cache_dir', 'cached_epoch0']
+           'eval_source', 'epoch0_cache_dir', 'cached_epoch0', 'reuse_last_epoch']
 
 # %% ../nbs/10_evaluation.ipynb #8f5b9923
 MIA_SETS = ("forget", "holdout")
@@ -426,3 +426,12 @@ def cached_epoch0(model, tokenizer, template, out_dir, cache_dir, **eval_kw) -> 
         if not (cache_dir/"TOFU_SUMMARY.json").exists(): evaluate_tofu(model, tokenizer, template, out_dir=cache_dir, **eval_kw)
     shutil.copytree(cache_dir, Path(out_dir)/"evals"/"epoch_0", dirs_exist_ok=True)
     return read_json(cache_dir/"TOFU_SUMMARY.json")
+
+# %% ../nbs/10_evaluation.ipynb #b8d2e0a2
+def reuse_last_epoch(out_dir, epochs) -> dict | None:
+    "The last epoch's TOFU_SUMMARY, its logs copied to `out_dir` as the final ones, when `epochs` is whole and was evaluated; else None."
+    import shutil
+    out = Path(out_dir); n = int(round(float(epochs))); last = out/"evals"/f"epoch_{n}"
+    if float(epochs) != n or not (last/"TOFU_EVAL.json").exists(): return None
+    for f in ("TOFU_EVAL.json", "TOFU_SUMMARY.json"): shutil.copy(last/f, out/f)
+    return read_json(out/"TOFU_SUMMARY.json")

@@ -212,10 +212,8 @@ def notebook_defaults(path) -> dict:
 # %% ../nbs/11_grid.ipynb #20baaf1e
 def run_method(run: dict, root=None):
     "The method an unlearning run resolves to: its parameters over the notebook's defaults, through the notebook's own call."
-    from baldro_nb.training import method_from_params, METHOD_PARAMS   # torch: only when a method is resolved
-    p = {**notebook_defaults(Path(root or repo_root())/"nbs"/run["notebook"]), **run["params"]}
-    return method_from_params(p.get("objective"), p.get("reweighting"), p.get("compat", "corrected"), p.get("training"),
-                              **{k: p.get(k) for k in METHOD_PARAMS})
+    from baldro_nb.training import method_of_run   # torch: only when a method is resolved
+    return method_of_run({**notebook_defaults(Path(root or repo_root())/"nbs"/run["notebook"]), **run["params"]})
 
 # %% ../nbs/11_grid.ipynb #20baaf20
 NAME_CHECKS = {

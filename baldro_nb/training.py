@@ -21,9 +21,9 @@ from .vocab import COMPATS, OBJECTIVE_NAMES, REWEIGHTINGS, REWEIGHTING_PARAMS, o
 
 # %% auto #0
 __all__ = ['REFERENCE_TRAINERS', 'TRAINING_PRESETS', 'METHOD_PARAMS', 'MethodConfig', 'reference_trainer', 'resolve_method',
-           'method_summary', 'training_preset', 'run_schedule', 'method_from_params', 'RefCache', 'LiveRef',
-           'ForgetRetainDataset', 'cat_batches', 'unlearn_loss', 'check_finite', 'UnlearnTrainer', 'forget_set_losses',
-           'steps_summary', 'initial_losses', 'unlearn']
+           'method_summary', 'training_preset', 'run_schedule', 'method_from_params', 'method_of_run', 'RefCache',
+           'LiveRef', 'ForgetRetainDataset', 'cat_batches', 'unlearn_loss', 'check_finite', 'UnlearnTrainer',
+           'forget_set_losses', 'steps_summary', 'initial_losses', 'unlearn']
 
 # %% ../nbs/07_training.ipynb #f5c0ad1c
 @dataclass
@@ -191,6 +191,13 @@ def method_from_params(objective, reweighting: str = "mean", compat: str = "corr
     p = {k: v for k, v in params.items() if v is not None}
     if rw == "dv" and "beta_dv" not in p and training is not None: p["beta_dv"] = training_preset(training)["beta_dv"]
     return resolve_method(objective=objective, reweighting=rw, compat=compat, **p)
+
+# %% ../nbs/07_training.ipynb #a7e1c0d2
+def method_of_run(params) -> MethodConfig:
+    "The method of a run from its parameters as one mapping (objective, reweighting, compat, training and `METHOD_PARAMS`)."
+    p = dict(params)
+    return method_from_params(p.get("objective"), p.get("reweighting"), p.get("compat", "corrected"), p.get("training"),
+                              **{k: p.get(k) for k in METHOD_PARAMS})
 
 # %% ../nbs/07_training.ipynb #167c7eab
 def _scatter_rows(rows: list, mask: torch.Tensor) -> torch.Tensor:
