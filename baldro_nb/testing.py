@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from .core import atomic_write, write_json, write_yaml, stable_hash
-from .vocab import RESULT_COLUMNS, MODEL_UTILITY_KEYS, BASE_VARIANT, method_label
+from .vocab import (RESULT_COLUMNS, MODEL_UTILITY_KEYS, BASE_VARIANT, ENDPOINT_COLUMNS, TRAJECTORY_COLUMNS, MINI_ENDPOINTS,
+                             MINI_TRAJECTORY, MINI_SAMPLES, MINI_CALIBRATION, FORGET_ONLY, method_label, pair_seeds)
 from .reweighting import weight_stats
 from .tables import DV_LABEL, GROUP_LABEL, variant_of
 
@@ -83,18 +84,19 @@ def _summary(ev):
     return {k: v["agg_value"] for k, v in ev.items() if k in ("forget_quality", "model_utility", "forget_Q_A_Prob",
             "forget_truth_ratio", "forget_Q_A_gibberish") and v["agg_value"] is not None}
 
-# %% ../nbs/17_testing.ipynb #53f06eae
-_OBJ_SPEED = {"NPO": 1.0, "WGA": 1.3, "TNPO": 0.8, "SimNPO": 0.9}
-_VAR_SPREAD = {BASE_VARIANT: 0.9, DV_LABEL: 0.45, GROUP_LABEL: 0.3}
+# %% ../nbs/17_testing.ipynb #ecdd3489
+def _synthetic_run(**p) -> dict:
+    "One synthetic run's parameters: the runner's defaults, `method` named as the runner names it, and a unique `run_id`."
+    p = {"kind": "unlearn", "forget_split": "forget01", "direction": None, "pool": None, "compat": "reference"} | p
+    if p["kind"] == "unlearn": p["method"] = method_label(p)
+    p["run_id"] = "__".join(str(p[k]) for k in ("kind", "model", "method", "seed") if p.get(k) is not None) + "__" + stable_hash(p)
+    return p
 
+# %% ../nbs/17_testing.ipynb #c1c57e39
 def synthetic_runs(models=("tiny-llama", "tiny-qwen3"), objectives=("NPO", "WGA", "TNPO"), seeds=(0, 1), audit=True):
     "The parameter dicts of the synthetic study (unlearn runs, audit runs, one retain and one target row per model)."
     runs = []
-    def add(**p):
-        p = {"kind": "unlearn", "forget_split": "forget01", "direction": None, "pool": None, "compat": "reference"} | p
-        if p["kind"] == "unlearn": p["method"] = method_label(p)
-        p["run_id"] = "__".join(str(p[k]) for k in ("kind", "model", "method", "seed") if p.get(k) is not None) + "__" + stable_hash(p)
-        runs.append(p)
+    def add(**p): runs.append(_synthetic_run(**p))
     for m in models:
         add(kind="retain_eval", model=m, method=None, objective=None, reweighting=None, seed=None)
         add(kind="target_eval", model=m, method=None, objective=None, reweighting=None, seed=None)
@@ -110,6 +112,10 @@ def synthetic_runs(models=("tiny-llama", "tiny-qwen3"), objectives=("NPO", "WGA"
         add(model=m, objective=objectives[0], reweighting="dv", direction="softmin", pool="forget_set", seed=s)
         add(model=m, objective=objectives[0], reweighting="dv", direction="softmin", pool="batch", compat="corrected", seed=s)
     return runs
+
+# %% ../nbs/17_testing.ipynb #53f06eae
+_OBJ_SPEED = {"NPO": 1.0, "WGA": 1.3, "TNPO": 0.8, "SimNPO": 0.9}
+_VAR_SPREAD = {BASE_VARIANT: 0.9, DV_LABEL: 0.45, GROUP_LABEL: 0.3}
 
 # %% ../nbs/17_testing.ipynb #895dd91c
 def _simulate(p, n, epochs, retain_tr):
@@ -158,81 +164,135 @@ def _steps(p, n, epochs, steps_per_epoch=3, B=4, beta=2.0):
                          "per_sample_loss": L.tolist(), "weights": w.tolist(), **weight_stats(w)})
     return rows
 
-# %% ../nbs/17_testing.ipynb #62b4862d
-def make_synthetic_study(out_dir, n_forget: int = 20, epochs: int = 3, drop=(), **kw) -> Path:
-    "Write a synthetic study (results.csv + run folders) under `out_dir`; `drop` = run ids left out of results.csv."
-    out = Path(out_dir); runs_dir = out/"runs"; rows = []
-    for p in synthetic_runs(**kw):
-        rd = runs_dir/p["run_id"]
-        retain_tr = np.exp(_rng(p["model"], "retain").normal(-0.4, 0.35, n_forget))
-        write_yaml(rd/"params.yaml", {k: v for k, v in p.items() if k != "run_id"} | {"out_dir": f"../outputs/runs/{p['run_id']}"})
-        atomic_write(rd/"command.txt", f"papermill nbs/experiments/unlearn.ipynb outputs/runs/{p['run_id']}/run.ipynb "
-                     f"-f outputs/runs/{p['run_id']}/params.yaml --cwd nbs -k python3\n")
-        if p["kind"] == "unlearn":
-            hist = _simulate(p, n_forget, epochs, retain_tr)
-            for e, (pr, tr, mu, fq, gib) in enumerate(hist):
-                ev = _tofu_eval(pr, tr, mu, fq, gib, n_forget)
-                write_json(rd/f"evals/epoch_{e}/TOFU_EVAL.json", ev, indent=4); write_json(rd/f"evals/epoch_{e}/TOFU_SUMMARY.json", _summary(ev), indent=4)
-            atomic_write(rd/"steps.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in _steps(p, n_forget, epochs)))
-        else:
-            g = _rng(p["model"], p["kind"]); mu0 = {"tiny-llama": 0.62, "tiny-qwen3": 0.58}.get(p["model"], 0.6)
-            if p["kind"] == "retain_eval": pr, tr, fq = np.clip(g.beta(2, 5, n_forget), 0.01, 1), retain_tr, None
-            else:
-                from scipy.stats import ks_2samp
-                pr = np.clip(_rng(p["model"], "target").beta(8, 1.5, n_forget), 0.3, 0.99); tr = retain_tr*0.25
-                fq = float(ks_2samp(tr, retain_tr).pvalue)
-            mu = {k: float(np.clip(mu0 + g.normal(0, 0.01), 0, 1)) for k in MODEL_UTILITY_KEYS}
-            ev = _tofu_eval(pr, tr, mu, fq, 0.96, n_forget)
-        write_json(rd/"TOFU_EVAL.json", ev, indent=4); write_json(rd/"TOFU_SUMMARY.json", _summary(ev), indent=4)
-        m = {"forget_quality": ev["forget_quality"]["agg_value"], "model_utility": ev["model_utility"]["agg_value"],
-             "gibberish_clean_prob": ev["forget_Q_A_gibberish"]["agg_value"],
-             "gibberish_rate": round(1 - ev["forget_Q_A_gibberish"]["agg_value"], 6),
-             "forget_Q_A_Prob": ev["forget_Q_A_Prob"]["agg_value"], "forget_Q_A_ROUGE": None,
-             "forget_truth_ratio": ev["forget_truth_ratio"]["agg_value"], "extraction_strength": None,
-             "exact_memorization": None, "wall_s": 1.0, "status": "ok", "error": None}
-        write_json(rd/"metrics.json", m)
-        if p["run_id"] not in drop: rows.append({k: p.get(k) for k in RESULT_COLUMNS if k in p} | m)
+# %% ../nbs/17_testing.ipynb #7d3196dd
+def _write_run_files(rd, p):
+    "A run folder's `params.yaml` (the run's parameters, `out_dir` as the runner sets it) and `command.txt`."
+    write_yaml(rd/"params.yaml", {k: v for k, v in p.items() if k != "run_id"} | {"out_dir": f"../outputs/runs/{p['run_id']}"})
+    atomic_write(rd/"command.txt", f"papermill nbs/experiments/unlearn.ipynb outputs/runs/{p['run_id']}/run.ipynb "
+                 f"-f outputs/runs/{p['run_id']}/params.yaml --cwd nbs -k python3\n")
+
+# %% ../nbs/17_testing.ipynb #fe458f4e
+def _write_epochs(rd, p, n_forget, epochs, retain_tr) -> dict:
+    "Write an unlearning run's `evals/epoch_<e>/` (e = 0..epochs) and `steps.jsonl`; returns the last epoch's TOFU_EVAL."
+    hist = _simulate(p, n_forget, epochs, retain_tr)
+    for e, (pr, tr, mu, fq, gib) in enumerate(hist):
+        ev = _tofu_eval(pr, tr, mu, fq, gib, n_forget)
+        write_json(rd/f"evals/epoch_{e}/TOFU_EVAL.json", ev, indent=4); write_json(rd/f"evals/epoch_{e}/TOFU_SUMMARY.json", _summary(ev), indent=4)
+    atomic_write(rd/"steps.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in _steps(p, n_forget, epochs)))
+    return ev
+
+# %% ../nbs/17_testing.ipynb #7707d17b
+def _reference_eval(p, n_forget, retain_tr) -> dict:
+    "TOFU_EVAL of a `retain_eval` row (the retain model's truth ratios, no FQ) or a `target_eval` row (FQ against them)."
+    g = _rng(p["model"], p["kind"]); mu0 = {"tiny-llama": 0.62, "tiny-qwen3": 0.58}.get(p["model"], 0.6)
+    if p["kind"] == "retain_eval": pr, tr, fq = np.clip(g.beta(2, 5, n_forget), 0.01, 1), retain_tr, None
+    else:
+        from scipy.stats import ks_2samp
+        pr = np.clip(_rng(p["model"], "target").beta(8, 1.5, n_forget), 0.3, 0.99); tr = retain_tr*0.25
+        fq = float(ks_2samp(tr, retain_tr).pvalue)
+    mu = {k: float(np.clip(mu0 + g.normal(0, 0.01), 0, 1)) for k in MODEL_UTILITY_KEYS}
+    return _tofu_eval(pr, tr, mu, fq, 0.96, n_forget)
+
+# %% ../nbs/17_testing.ipynb #50a073ba
+def _run_metrics(ev) -> dict:
+    "`metrics.json` of a synthetic run, from its final TOFU_EVAL (the keys a real run writes)."
+    return {"forget_quality": ev["forget_quality"]["agg_value"], "model_utility": ev["model_utility"]["agg_value"],
+            "gibberish_clean_prob": ev["forget_Q_A_gibberish"]["agg_value"],
+            "gibberish_rate": round(1 - ev["forget_Q_A_gibberish"]["agg_value"], 6),
+            "forget_Q_A_Prob": ev["forget_Q_A_Prob"]["agg_value"], "forget_Q_A_ROUGE": None,
+            "forget_truth_ratio": ev["forget_truth_ratio"]["agg_value"], "extraction_strength": None,
+            "exact_memorization": None, "wall_s": 1.0, "status": "ok", "error": None}
+
+# %% ../nbs/17_testing.ipynb #26a1c297
+def _write_synthetic_run(rd, p, n_forget, epochs) -> dict:
+    "Write one synthetic run folder (parameters, command, evaluations, metrics); returns its metrics."
+    retain_tr = np.exp(_rng(p["model"], "retain").normal(-0.4, 0.35, n_forget))
+    _write_run_files(rd, p)
+    ev = _write_epochs(rd, p, n_forget, epochs, retain_tr) if p["kind"] == "unlearn" else _reference_eval(p, n_forget, retain_tr)
+    write_json(rd/"TOFU_EVAL.json", ev, indent=4); write_json(rd/"TOFU_SUMMARY.json", _summary(ev), indent=4)
+    m = _run_metrics(ev)
+    write_json(rd/"metrics.json", m)
+    return m
+
+# %% ../nbs/17_testing.ipynb #7689bc5a
+def _write_results(out, rows) -> Path:
+    "`results.csv` under `out`: `rows` in the columns of `vocab.RESULT_COLUMNS`, sorted by run id."
     out.mkdir(parents=True, exist_ok=True)
     df = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
     if len(df): df = df.sort_values("run_id")
     atomic_write(out/"results.csv", df.to_csv(index=False))
     return out/"results.csv"
 
+# %% ../nbs/17_testing.ipynb #62b4862d
+def make_synthetic_study(out_dir, n_forget: int = 20, epochs: int = 3, drop=(), **kw) -> Path:
+    "Write a synthetic study (results.csv + run folders) under `out_dir`; `drop` = run ids left out of results.csv."
+    out = Path(out_dir); rows = []
+    for p in synthetic_runs(**kw):
+        m = _write_synthetic_run(out/"runs"/p["run_id"], p, n_forget, epochs)
+        if p["run_id"] not in drop: rows.append({k: p.get(k) for k in RESULT_COLUMNS if k in p} | m)
+    return _write_results(out, rows)
+
+# %% ../nbs/17_testing.ipynb #b54aeb23
+_MINI_SEED_SHIFT = [0.4, -0.3, 0.1, -0.5, 0.25, 0.0, -0.1, 0.3]                 # both arms' shift of log10 FQ, by seed slot
+_MINI_NOISE = np.array([0.03, -0.02, 0.01, -0.03, 0.02, -0.01, 0.0, 0.015])    # the variant's noise on top of its effect, by seed slot
+
+# %% ../nbs/17_testing.ipynb #0a1c124b
+def _mini_endpoint(model, o, v, p, s, lfq, mu, steps) -> dict:
+    "One `endpoints.csv` row of a synthetic miniature: variant `v` of objective `o`, pair `p`, seed `s`, log10 FQ `lfq`, MU `mu`."
+    return dict(model=model, objective=o, variant=v, pair=p, seed=s, reweighting="dv" if v == "BalDRO-DV" else "mean",
+                direction="softmin" if v == "BalDRO-DV" else None, lr=1e-3, beta_dv=0.5 if v == "BalDRO-DV" else None,
+                n_steps=steps, primary_step=steps // 2, fq_primary=10**lfq, log10_fq_primary=lfq, ks_d_primary=0.3,
+                forget_truth_ratio_primary=0.6, mu_primary=mu, fq_peak=10**lfq, fq_peak_step=steps // 2,
+                forgotten_step=steps // 2, mu_matched=mu, mu_final=mu - 0.05, gibberish_final=0.9,
+                stop_reason="length", min_ess_frac=0.4 if v == "BalDRO-DV" else 1.0, train_s=1.0)
+
+# %% ../nbs/17_testing.ipynb #be3fab2f
+def _mini_trajectory(model, o, v, p, s, lfq, mu, steps) -> list[dict]:
+    "`trajectory.csv` rows of one variant × seed: FQ peaks at `10^lfq` at the middle step; MU is recorded every 5 steps."
+    return [dict(model=model, objective=o, variant=v, pair=p, seed=s, step=st, forget_quality=10 ** (lfq - 2 * abs(st - steps // 2) / steps),
+                 ks_d=0.3, forget_truth_ratio=0.6, forget_log10_tr=-0.2, forget_Q_A_Prob=0.9 ** st,
+                 model_utility=mu + 0.1 - 0.01 * st if st % 5 == 0 else None, gibberish_clean_prob=0.9, ess_frac=0.5)
+            for st in range(0, steps + 1)]
+
+# %% ../nbs/17_testing.ipynb #1e1af411
+def _mini_samples(model, o, v, p, s, steps, n_forget) -> list[dict]:
+    "`per_sample.csv` rows of one variant × seed: forget row r's probability `0.9^(step·(1 + r))`."
+    return [dict(model=model, objective=o, variant=v, pair=p, seed=s, step=st, row=r, prob=0.9 ** (st * (1 + r)))
+            for st in range(0, steps + 1) for r in range(n_forget)]
+
+# %% ../nbs/17_testing.ipynb #5a6b896a
+def _mini_rows(o, eff, p, seeds, model, control_gap, n_forget, steps):
+    "Endpoint, trajectory and per-sample rows of objective `o` on pair `p`: a seed shifts every arm alike, `BalDRO-DV` adds `eff` + noise."
+    ep, tj, ps = [], [], []
+    variants = ("base", "BalDRO-DV", FORGET_ONLY) if o == "NPO" else ("base", "BalDRO-DV")
+    for k, s in enumerate(pair_seeds(p, seeds)):
+        i = (k + 3 * p) % 8; sfx = _MINI_SEED_SHIFT[i]
+        for v in variants:
+            lfq = -1.0 + sfx + (eff + _MINI_NOISE[i] if v == "BalDRO-DV" else 0.0)
+            mu = 0.6 - (control_gap if v == FORGET_ONLY else 0.0) + 0.01 * sfx
+            ep.append(_mini_endpoint(model, o, v, p, s, lfq, mu, steps))
+            tj += _mini_trajectory(model, o, v, p, s, lfq, mu, steps)
+            if k == 0: ps += _mini_samples(model, o, v, p, s, steps, n_forget)
+    return ep, tj, ps
+
+# %% ../nbs/17_testing.ipynb #609f3d5b
+def _write_mini_run(rd, ep, tj, ps, model, o, p, steps) -> Path:
+    "Write a finished miniature run folder: the three tables (in the contract's columns), `calibration.json`, `metrics.json` last."
+    for name, rows, cols in ((MINI_ENDPOINTS, ep, ENDPOINT_COLUMNS), (MINI_TRAJECTORY, tj, TRAJECTORY_COLUMNS), (MINI_SAMPLES, ps, None)):
+        d = pd.DataFrame(rows); atomic_write(rd/name, (d.reindex(columns=list(cols)) if cols else d).to_csv(index=False))
+    write_json(rd/MINI_CALIBRATION, {"lr": 1e-3, "n_steps": steps, "beta_dv": 0.5, "loss_spread": 0.5, "target_mu": 0.7,
+                                     "retain_forget_prob": 0.02, "lr_rule": "synthetic"})
+    write_json(rd/"metrics.json", {"model": model, "objective": o, "pair": p, "n_runs": len(ep)})
+    return rd
+
 # %% ../nbs/17_testing.ipynb #c3d1e402
 def make_synthetic_miniature(runs_dir, effects: dict | None = None, seeds=range(3), pairs=(0, 1), model: str = "tiny-llama",
                              control_gap: float = 0.2, n_forget: int = 8, steps: int = 10) -> list[Path]:
     "Finished synthetic `miniature__<model>__<objective>__<pair>` run folders under `runs_dir` with planted paired effects on log10 FQ."
-    from baldro_nb.vocab import (ENDPOINT_COLUMNS, TRAJECTORY_COLUMNS, MINI_ENDPOINTS, MINI_TRAJECTORY, MINI_SAMPLES, MINI_CALIBRATION,
-                                 FORGET_ONLY, pair_seeds)
     effects = {"NPO": 0.5, "WGA": 0.0} if effects is None else effects
-    noise = np.array([0.03, -0.02, 0.01, -0.03, 0.02, -0.01, 0.0, 0.015])
     out = []
     for o, eff in effects.items():
         for p in pairs:
-            rd = Path(runs_dir)/f"miniature__{model}__{o}__{p}__{stable_hash({'o': o, 'e': eff, 'p': p})[:8]}"; ep, tj, ps = [], [], []
-            variants = ("base", "BalDRO-DV", FORGET_ONLY) if o == "NPO" else ("base", "BalDRO-DV")
-            for k, s in enumerate(pair_seeds(p, seeds)):
-                i = (k + 3 * p) % 8; sfx = [0.4, -0.3, 0.1, -0.5, 0.25, 0.0, -0.1, 0.3][i]
-                for v in variants:
-                    lfq = -1.0 + sfx + (eff + noise[i] if v == "BalDRO-DV" else 0.0)
-                    mu = 0.6 - (control_gap if v == FORGET_ONLY else 0.0) + 0.01 * sfx
-                    ep.append(dict(model=model, objective=o, variant=v, pair=p, seed=s, reweighting="dv" if v == "BalDRO-DV" else "mean",
-                                   direction="softmin" if v == "BalDRO-DV" else None, lr=1e-3, beta_dv=0.5 if v == "BalDRO-DV" else None,
-                                   n_steps=steps, primary_step=steps // 2, fq_primary=10**lfq, log10_fq_primary=lfq, ks_d_primary=0.3,
-                                   forget_truth_ratio_primary=0.6, mu_primary=mu, fq_peak=10**lfq, fq_peak_step=steps // 2,
-                                   forgotten_step=steps // 2, mu_matched=mu, mu_final=mu - 0.05, gibberish_final=0.9,
-                                   stop_reason="length", min_ess_frac=0.4 if v == "BalDRO-DV" else 1.0, train_s=1.0))
-                    for st in range(0, steps + 1):
-                        f = 10 ** (lfq - 2 * abs(st - steps // 2) / steps)
-                        tj.append(dict(model=model, objective=o, variant=v, pair=p, seed=s, step=st, forget_quality=f, ks_d=0.3,
-                                       forget_truth_ratio=0.6, forget_log10_tr=-0.2, forget_Q_A_Prob=0.9 ** st,
-                                       model_utility=mu + 0.1 - 0.01 * st if st % 5 == 0 else None, gibberish_clean_prob=0.9, ess_frac=0.5))
-                        if k == 0: ps += [dict(model=model, objective=o, variant=v, pair=p, seed=s, step=st, row=r, prob=0.9 ** (st * (1 + r)))
-                                           for r in range(n_forget)]
-            for name, rows, cols in ((MINI_ENDPOINTS, ep, ENDPOINT_COLUMNS), (MINI_TRAJECTORY, tj, TRAJECTORY_COLUMNS), (MINI_SAMPLES, ps, None)):
-                d = pd.DataFrame(rows); atomic_write(rd/name, (d.reindex(columns=list(cols)) if cols else d).to_csv(index=False))
-            write_json(rd/MINI_CALIBRATION, {"lr": 1e-3, "n_steps": steps, "beta_dv": 0.5, "loss_spread": 0.5, "target_mu": 0.7,
-                                             "retain_forget_prob": 0.02, "lr_rule": "synthetic"})
-            write_json(rd/"metrics.json", {"model": model, "objective": o, "pair": p, "n_runs": len(ep)})
-            out.append(rd)
+            rd = Path(runs_dir)/f"miniature__{model}__{o}__{p}__{stable_hash({'o': o, 'e': eff, 'p': p})[:8]}"
+            out.append(_write_mini_run(rd, *_mini_rows(o, eff, p, seeds, model, control_gap, n_forget, steps), model, o, p, steps))
     return out
