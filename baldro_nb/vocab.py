@@ -12,11 +12,11 @@ from .core import BaldroError, check
 __all__ = ['FORGET_PCTS', 'FORGET_SPLITS', 'STAGES', 'DATA_DIR', 'MODELS_DIR', 'RETAIN_LOGS_DIR', 'RUNS_DIR', 'CACHE_DIR',
            'REPORT_DIR', 'RESULTS_CSV', 'ANSWERS_CSV', 'RETAIN_IDENTITY', 'TOFU_HUB_ID', 'HUB_ID', 'OBJECTIVE_NAMES',
            'UNITS', 'DIRECTIONS', 'POOLS', 'COMPATS', 'REWEIGHTING_PARAMS', 'REWEIGHTINGS', 'VARIANT_LABELS',
-           'REAL_MODELS', 'TINY_MODELS', 'MODEL_NAMES', 'DTYPES', 'ATTN_IMPLEMENTATIONS', 'MODEL_UTILITY_KEYS',
-           'MIA_ATTACKS', 'NUMERIC_COLUMNS', 'RESULT_COLUMNS', 'BASE_VARIANT', 'MINI_ENDPOINTS', 'MINI_TRAJECTORY',
-           'MINI_SAMPLES', 'MINI_CALIBRATION', 'MINI_KEYS', 'FORGET_ONLY', 'TRAJECTORY_COLUMNS', 'ENDPOINT_COLUMNS',
-           'split_pairing', 'retain_stage', 'model_rel', 'retain_log_rel', 'run_rel', 'pair_seeds', 'parse_source',
-           'objective_key', 'method_label', 'variant_label']
+           'REAL_MODELS', 'SMALL_MODELS', 'TINY_MODELS', 'MODEL_NAMES', 'DTYPES', 'ATTN_IMPLEMENTATIONS',
+           'MODEL_UTILITY_KEYS', 'MIA_ATTACKS', 'NUMERIC_COLUMNS', 'RESULT_COLUMNS', 'BASE_VARIANT', 'MINI_ENDPOINTS',
+           'MINI_TRAJECTORY', 'MINI_SAMPLES', 'MINI_CALIBRATION', 'MINI_KEYS', 'FORGET_ONLY', 'TRAJECTORY_COLUMNS',
+           'ENDPOINT_COLUMNS', 'split_pairing', 'retain_stage', 'model_rel', 'retain_log_rel', 'run_rel', 'pair_seeds',
+           'parse_source', 'objective_key', 'method_label', 'variant_label']
 
 # %% ../nbs/01_vocab.ipynb #a407a003
 FORGET_PCTS = (1, 5, 10)
@@ -125,8 +125,9 @@ def method_label(p: dict) -> str | None:
 
 # %% ../nbs/01_vocab.ipynb #f9e3becd
 REAL_MODELS = ("Llama-2-7b-chat-hf", "Llama-3.2-1B-Instruct", "Llama-3.1-8B-Instruct", "Qwen3-8B", "Mistral-7B-Instruct-v0.3")
+SMALL_MODELS = ("SmolLM2-135M-Instruct", "SmolLM2-360M-Instruct", "SmolLM2-1.7B-Instruct")   # real, small, not gated: a CPU study
 TINY_MODELS = ("tiny-llama", "tiny-qwen3", "tiny-mistral")
-MODEL_NAMES = REAL_MODELS + TINY_MODELS
+MODEL_NAMES = REAL_MODELS + SMALL_MODELS + TINY_MODELS
 DTYPES = ("float32", "bfloat16", "float16")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 
