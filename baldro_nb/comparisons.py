@@ -16,7 +16,8 @@ from .tables import _ok, annotate, variant_of
 __all__ = ['GAIN', 'LOSS', 'NO_DIFF', 'FEW_PAIRS', 'NOT_MEASURED', 'IDENTICAL', 'NOT_REPLICATED', 'DETECT_FACTOR',
            'PAIRED_ENDPOINTS', 'CONTROL', 'ANSWER_COLUMNS', 'bootstrap_ci', 'detectable_effect', 'interval_verdict',
            'hierarchical_ci', 'split_halves', 'replication_verdict', 'replicated_difference', 'endpoints_from_results',
-           'paired_comparisons', 'pair_table', 'positive_control', 'answers_markdown', 'study_answers', 'answers_table']
+           'paired_comparisons', 'pair_table', 'positive_control', 'answers_markdown', 'study_answers', 'answers_table',
+           'beside_tiny']
 
 # %% ../nbs/15a_comparisons.ipynb #c3d1e102
 def bootstrap_ci(x, level: float = 0.95, n_boot: int = 20000, seed: int = 0, expand: bool = True) -> tuple[float, float, float]:
@@ -318,3 +319,14 @@ def answers_table(cmp: pd.DataFrame, control: dict | None = None) -> pd.DataFram
                          estimate=g(r, "Δ log10 FQ"), lo=g(r, "Δ log10 FQ lo"), hi=g(r, "Δ log10 FQ hi"),
                          detectable=g(r, "detectable Δ log10 FQ"), verdict=r.get("verdict", FEW_PAIRS)))
     return pd.DataFrame(rows, columns=list(ANSWER_COLUMNS))
+
+# %% ../nbs/15a_comparisons.ipynb #d4e2a002
+def beside_tiny(cmp_real: pd.DataFrame, cmp_tiny: pd.DataFrame, name: str = "Δ log10 FQ") -> pd.DataFrame:
+    "Per comparison of `cmp_real`: its n, pooled Δ with interval and verdict, and the tiny models' verdicts on the same objective × variant."
+    cols = ["model", "objective", "variant", "n_seeds", name, f"{name} lo", f"{name} hi", "verdict"]
+    rows = []
+    for _, r in (cmp_real.iterrows() if len(cmp_real) else []):
+        t = cmp_tiny[(cmp_tiny.objective == r["objective"]) & (cmp_tiny.variant == r["variant"])] if len(cmp_tiny) else cmp_tiny
+        said = "; ".join(f"{x['model']}: {x.get('verdict', FEW_PAIRS)}" for _, x in t.iterrows())
+        rows.append({**{c: r.get(c, np.nan) for c in cols}, "tiny models": said or "not run"})
+    return pd.DataFrame(rows, columns=cols + ["tiny models"])
