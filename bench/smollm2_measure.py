@@ -26,10 +26,9 @@ def log10_tr(m, tok):
     para = np.array(vals("forget_Q_A_PARA_Prob", "avg_loss")); pert = np.array(vals("forget_Q_A_PERT_Prob", "avg_loss")).mean(1)
     return (para - pert) / np.log(10)
 
-folders = {"base": resolve_model_path(NAME)}
-for label, stage in (("target", "full"), ("retain", "retain99")):
-    folders[label] = str(ensure_finetuned(NAME, stage, 0, SMOL_SOURCE))
-for label, d in folders.items():
+folders = {}
+for label, stage in (("base", None), ("target", "full"), ("retain", "retain99")):   # the base first, while the finetunes run
+    d = folders[label] = resolve_model_path(NAME) if stage is None else str(ensure_finetuned(NAME, stage, 0, SMOL_SOURCE))
     tok, m = load_tokenizer(d, spec), load_model(d, fast_masks=True)
     row = {"model": label, "folder": d, "load": os.getloadavg()}
     t0, c0 = time.time(), cpu()
