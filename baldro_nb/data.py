@@ -19,8 +19,8 @@ from .tofu_mini import (TOFU_CONFIGS, GENERAL_CONFIGS, check_config, FACT_FIELDS
     phrasing_rows, TOFU_MINI_VERSION, tofu_mini_dir, ensure_tofu_mini)
 
 # %% auto #0
-__all__ = ['STUDY_SOURCE', 'IGNORE_INDEX', 'resolve_source', 'config_files', 'load_tofu', 'Template', 'split_boundary',
-           'encode_prompt', 'encode_qa', 'QACollator', 'QADataset']
+__all__ = ['STUDY_SOURCE', 'IGNORE_INDEX', 'ENCODING_VERSION', 'resolve_source', 'config_files', 'load_tofu', 'Template',
+           'split_boundary', 'encode_prompt', 'encode_qa', 'QACollator', 'QADataset']
 
 # %% ../nbs/02_data.ipynb #2975ee3c
 STUDY_SOURCE = "tofu-mini:40"
@@ -106,6 +106,9 @@ class Template:
     def __post_init__(self):
         check(self.compat in COMPATS, f"Template compat must be one of {', '.join(COMPATS)}, got {self.compat!r}.",
               "use 'reference' (open-unlearning's encoding, bit for bit) or 'corrected' (the vendors' format).")
+
+# %% ../nbs/02_data.ipynb #946ec224
+ENCODING_VERSION = 2   # 1: before compat (Qwen3 trained on an extra <|im_end|>; no prefix guard); 2: the vendors' boundaries
 
 # %% ../nbs/02_data.ipynb #0b6a9e43
 def _messages(template: Template, question: str, answer: str | None = None, system: bool = True) -> list[dict]:

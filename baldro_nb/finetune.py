@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .core import BaldroError, check, write_json, read_json, outputs_dir, stable_hash, seed_everything, set_offline
 from .data import (TOFU_MINI_VERSION, load_tofu, phrasing_rows, check_config, GENERAL_CONFIGS, QADataset, QACollator, encode_prompt, Template,
-                            STUDY_SOURCE)
+                            STUDY_SOURCE, ENCODING_VERSION)
 from .vocab import STAGES, TOFU_HUB_ID, parse_source
 from .models import (get_spec, MODELS, load_model, load_tokenizer, save_tokenizer, ensure_tiny_base,
                               TINY_TOKENIZER_VERSION, TINY_INIT_VERSION, stage_dir, build_atomically, resolve_model_path,
@@ -17,9 +17,9 @@ from .models import (get_spec, MODELS, load_model, load_tokenizer, save_tokenize
 
 # %% auto #0
 __all__ = ['REAL_RECIPE', 'TINY_RECIPE', 'TINY_RECIPE_BY_ARCH', 'SMOL_SOURCE', 'SMALL_RECIPES', 'EM_SPLITS', 'ACCEPTANCE',
-           'training_rows', 'tiny_recipe', 'answer_token_loss', 'finetune', 'greedy_answers', 'exact_match',
-           'source_key', 'tiny_finetuned_dir', 'ensure_tiny_finetuned', 'small_recipe', 'ensure_finetuned',
-           'greedy_answer_table', 'acceptance_failures', 'tiny_acceptance_table']
+           'training_rows', 'tiny_recipe', 'answer_token_loss', 'finetune', 'exact_match', 'greedy_answers',
+           'source_key', 'tiny_finetuned_dir', 'finetune_stamp', 'ensure_tiny_finetuned', 'small_recipe',
+           'ensure_finetuned', 'greedy_answer_table', 'acceptance_failures', 'tiny_acceptance_table']
 
 # %% ../nbs/04_finetune.ipynb #ba487f68
 def training_rows(stage: str, source=None, general: bool = True, max_rows: int | None = None) -> list[dict]:
@@ -34,36 +34,25 @@ def training_rows(stage: str, source=None, general: bool = True, max_rows: int |
     return rows
 
 # %% ../nbs/04_finetune.ipynb #8e505d10
-# Tuned on STUDY_SOURCE (40 authors x 20 QA + 216 general rows = 1016 rows; tiny-llama, quiet 2-core machine):
-#   epochs lr     batch  greedy EM on full  wall / CPU s
-#   15     3e-3   32     48.8 %             (old recipe, 538 s on a busy machine)
-#   12     3e-3   8      52.0 %             70 / 140
-#   16     3e-3   8      93.8 %             80 / 160
-#   20     3e-3   8      99.9 %             106 / 212
-#   14     4e-3   8      98.8 %             90 s train, 1 thread, pinned arithmetic (2026-12-06; the recipe since then:
-#                                            the study finetunes two pairs per model, so each finetune had to cost less)
-# lr 5e-3 (batch 16) stalls at loss ~2.7; batch 8 memorises faster per epoch than 16 or 32. `answer_logits_only`
-# saves about a third of the CPU per step (same loss); bf16 autocast was slower than fp32 on these CPUs.
-# The fork's recipe for real models without open-unlearning checkpoints (nbs/reference_code.ipynb#finetuning-recipe): lr 1e-5, effective batch 32,
-# 5 epochs, weight decay 0.01, one warm-up epoch (= 0.2 of 5), bf16, 8-bit paged AdamW (needs bitsandbytes + CUDA).
 REAL_RECIPE = dict(epochs=5, lr=1e-5, batch_size=1, grad_accum=32, warmup_ratio=0.2, weight_decay=0.01,
                    lr_scheduler="linear", bf16=True, optim="paged_adamw_8bit")
+
+# %% ../nbs/04_finetune.ipynb #079bfd50
 TINY_RECIPE = dict(epochs=14, lr=4e-3, batch_size=8, grad_accum=1, warmup_ratio=0.02, weight_decay=0.0,
                    lr_scheduler="cosine", bf16=False, answer_logits_only=True)
-# Per architecture (one draw each, new initial weights, 1 thread, pinned; greedy EM % on full / forget01 of the target):
-# tiny-llama 14 epochs: 97.9 / 95.0 (forget01 at the bar) -> 15 epochs; tiny-mistral 14 epochs: 100 / 100;
-# tiny-qwen3 memorises more slowly: 14 epochs 82.4 / 85.0, 16 epochs 97.1 / 100 (lr 5e-3 stalled tiny-llama: 6 % at 11 epochs).
-TINY_RECIPE_BY_ARCH = {"llama": dict(epochs=15), "qwen3": dict(epochs=16)}
+TINY_RECIPE_BY_ARCH = {"llama": dict(epochs=15), "qwen3": dict(epochs=16)}   # the measurements above
 
 def tiny_recipe(name: str) -> dict:
     "The finetune recipe of tiny model `name`: `TINY_RECIPE` with its architecture's overrides."
     return {**TINY_RECIPE, **TINY_RECIPE_BY_ARCH.get(get_spec(name).tiny["arch"], {})}
 
+# %% ../nbs/04_finetune.ipynb #a338eeba
 class _TrainCollator(QACollator):
     "The QA collator minus `index` (the model's forward does not take it)."
     def __call__(self, samples):
         b = super().__call__(samples); b.pop("index", None); return b
 
+# %% ../nbs/04_finetune.ipynb #0984ca2f
 def answer_token_loss(model, batch: dict, num_items_in_batch=None):
     "The causal-LM loss with the output layer applied only where a label is kept (the answer tokens)."
     import torch.nn.functional as F
@@ -73,6 +62,46 @@ def answer_token_loss(model, batch: dict, num_items_in_batch=None):
     if num_items_in_batch is None: return F.cross_entropy(logits, lab[keep])
     return F.cross_entropy(logits, lab[keep], reduction="sum") / num_items_in_batch
 
+# %% ../nbs/04_finetune.ipynb #008e985d
+def _trainer_class(answer_logits_only: bool):
+    "HF `Trainer`, or a subclass computing `answer_token_loss` (and no outputs)."
+    from transformers import Trainer
+    if not answer_logits_only: return Trainer
+    class _AnswerLossTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            check(not return_outputs, "answer_logits_only=True computes no outputs.", "set answer_logits_only=False.")
+            return answer_token_loss(model, inputs, num_items_in_batch)
+    return _AnswerLossTrainer
+
+# %% ../nbs/04_finetune.ipynb #6cd02fdf
+def _training_arguments(tmp, batch_size, grad_accum, epochs, lr, lr_scheduler, warmup_ratio, weight_decay,
+                        logging_steps, seed, bf16, group_by_length, optim):
+    "`TrainingArguments` of one finetune writing nothing but its log (`save_strategy='no'`, no reporting)."
+    import torch
+    from transformers import TrainingArguments
+    return TrainingArguments(output_dir=tmp, per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=grad_accum, num_train_epochs=epochs, learning_rate=lr,
+        lr_scheduler_type=lr_scheduler, warmup_ratio=warmup_ratio, weight_decay=weight_decay,
+        logging_steps=logging_steps, save_strategy="no", report_to=[], seed=seed, data_seed=seed,
+        bf16=bf16, use_cpu=not torch.cuda.is_available(), remove_unused_columns=False, disable_tqdm=True,
+        dataloader_num_workers=0, gradient_checkpointing=False, group_by_length=group_by_length, optim=optim)
+
+# %% ../nbs/04_finetune.ipynb #9e642003
+def _timed_train(trainer) -> tuple:
+    "Train: (the train result, wall seconds, process CPU seconds, the logged losses)."
+    cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+    t0, c0 = time.time(), cpu(); res = trainer.train(); wall, cpus = time.time() - t0, cpu() - c0
+    return res, wall, cpus, [h for h in trainer.state.log_history if "loss" in h]
+
+# %% ../nbs/04_finetune.ipynb #c9a76381
+def _save_finetuned(net, tok, out_dir: Path, args, info: dict):
+    "Save the model, the tokenizer and training_args.json (`info` + the resolved `TrainingArguments`, paths left out)."
+    out_dir.mkdir(parents=True, exist_ok=True)
+    net.save_pretrained(out_dir); save_tokenizer(tok, out_dir)
+    targs = json.loads(args.to_json_string()); targs.pop("output_dir", None); targs.pop("logging_dir", None)
+    write_json(out_dir/"training_args.json", {"finetune": info, "trainer": targs})
+
+# %% ../nbs/04_finetune.ipynb #5ee5e2f2
 def finetune(model: str, stage: str, out_dir, source=None, epochs: float = 12, lr: float = 3e-3, batch_size: int = 32,
              grad_accum: int = 1, warmup_ratio: float = 0.02, weight_decay: float = 0.0, lr_scheduler: str = "cosine",
              dtype: str = "float32", bf16: bool = False, attn_implementation: str = "eager",
@@ -81,79 +110,67 @@ def finetune(model: str, stage: str, out_dir, source=None, epochs: float = 12, l
              init: str | None = None, logging_steps: int = 50, answer_logits_only: bool = False,
              group_by_length: bool = False, optim: str = "adamw_torch") -> dict:
     "Finetune `model` (registered name/folder/hub id) on general + `stage` rows; save model, tokenizer, training_args.json."
-    import torch
-    from transformers import Trainer, TrainingArguments
-    class _AnswerLossTrainer(Trainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            check(not return_outputs, "answer_logits_only=True computes no outputs.", "set answer_logits_only=False.")
-            return answer_token_loss(model, inputs, num_items_in_batch)
     check(model in MODELS or "/" in str(model) or Path(str(model)).exists(), f"Unknown model {model!r}.",
           f"use a registered name ({', '.join(MODELS)}), a model folder or a hub id.")
     spec = get_spec(model) if model in MODELS else None
-    template = spec.template if spec else Template()
-    out_dir = Path(out_dir)
     seed_everything(seed)
     rows = training_rows(stage, source, general, max_rows)
     tok = load_tokenizer(init or model, spec)
     net = load_model(init or model, dtype=dtype, attn_implementation=attn_implementation,
                      gradient_checkpointing=gradient_checkpointing, lora=lora, load_in_4bit=load_in_4bit, fast_masks=True)
-    ds = QADataset(rows, tok, template)
-    cuda = torch.cuda.is_available()
+    ds = QADataset(rows, tok, spec.template if spec else Template())
     with tempfile.TemporaryDirectory() as tmp:
-        args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=batch_size,
-            gradient_accumulation_steps=grad_accum, num_train_epochs=epochs, learning_rate=lr,
-            lr_scheduler_type=lr_scheduler, warmup_ratio=warmup_ratio, weight_decay=weight_decay,
-            logging_steps=logging_steps, save_strategy="no", report_to=[], seed=seed, data_seed=seed,
-            bf16=bf16, use_cpu=not cuda, remove_unused_columns=False, disable_tqdm=True,
-            dataloader_num_workers=0, gradient_checkpointing=False, group_by_length=group_by_length, optim=optim)
-        trainer = (_AnswerLossTrainer if answer_logits_only else Trainer)(model=net, args=args, train_dataset=ds,
+        args = _training_arguments(tmp, batch_size, grad_accum, epochs, lr, lr_scheduler, warmup_ratio, weight_decay,
+                                   logging_steps, seed, bf16, group_by_length, optim)
+        trainer = _trainer_class(answer_logits_only)(model=net, args=args, train_dataset=ds,
                           data_collator=_TrainCollator(tok.pad_token_id, "right", mask_pad_tokens))
-        cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
-        t0, c0 = time.time(), cpu(); res = trainer.train(); wall, cpus = time.time() - t0, cpu() - c0
-        log = [h for h in trainer.state.log_history if "loss" in h]
+        res, wall, cpus, log = _timed_train(trainer)
     if lora: net = net.merge_and_unload()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    net.save_pretrained(out_dir); save_tokenizer(tok, out_dir)
-    targs = json.loads(args.to_json_string()); targs.pop("output_dir", None); targs.pop("logging_dir", None)
     info = dict(model=model, stage=stage, source=None if source is None else str(source), n_rows=len(rows),
                 general=general, seed=seed, dtype=dtype, lora=lora, load_in_4bit=load_in_4bit,
                 mask_pad_tokens=mask_pad_tokens, answer_logits_only=answer_logits_only, train_seconds=round(wall, 2),
-                train_cpu_seconds=round(cpus, 2),
-                final_loss=log[-1]["loss"] if log else None, train_loss=res.training_loss)
-    write_json(out_dir/"training_args.json", {"finetune": info, "trainer": targs})
+                train_cpu_seconds=round(cpus, 2), final_loss=log[-1]["loss"] if log else None, train_loss=res.training_loss)
+    _save_finetuned(net, tok, Path(out_dir), args, info)
     return info
+
+# %% ../nbs/04_finetune.ipynb #76f7c832
+def exact_match(preds: list[str], answers: list[str]) -> float:
+    "Fraction of predictions equal to their answer after stripping whitespace."
+    check(len(preds) == len(answers), "preds and answers differ in length.")
+    return sum(p.strip() == a.strip() for p, a in zip(preds, answers)) / max(1, len(answers))
+
+# %% ../nbs/04_finetune.ipynb #b65ab93b
+def _greedy_ids(model, ids, att, lens: list[int], eos: int, max_new_tokens: int) -> list[list[int]]:
+    "New token ids of each row of a left-padded batch, greedy, positions counted from each row's first token."
+    import torch
+    n = ids.shape[1]; first = torch.tensor([n - k for k in lens], device=ids.device)
+    pos = (torch.arange(n, device=ids.device)[None] - first[:, None]).clamp(min=0)  # as in training: 0..len-1
+    done = torch.zeros(len(lens), dtype=torch.bool, device=ids.device); new, past = [], None
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            o = model(input_ids=ids, attention_mask=att, position_ids=pos, past_key_values=past, use_cache=True)
+            nxt = o.logits[:, -1].argmax(-1).masked_fill(done, eos)
+            new.append(nxt); done |= nxt.eq(eos)
+            if done.all(): break
+            past, ids, pos = o.past_key_values, nxt[:, None], pos[:, -1:] + 1
+            att = torch.cat([att, torch.ones_like(ids)], 1)
+    return torch.stack(new, 1).tolist()
 
 # %% ../nbs/04_finetune.ipynb #42902341
 def greedy_answers(model, tok, template: Template, questions: list[str], batch_size: int = 64,
                    max_new_tokens: int = 48, mask_pad_tokens: bool = True) -> list[str]:
     "Greedy continuations of each question's generation prompt (left padding), decoded and cut at EOS."
-    import torch
     model.eval(); coll = QACollator(tok.pad_token_id, "left", mask_pad_tokens); eos = tok.eos_token_id
     out = []
     for i in range(0, len(questions), batch_size):
         prompts = [encode_prompt(tok, template, q) for q in questions[i:i + batch_size]]
         b = coll([{"input_ids": p} for p in prompts])
-        ids, att = b["input_ids"].to(model.device), b["attention_mask"].to(model.device)
-        n = ids.shape[1]; first = torch.tensor([n - len(p) for p in prompts], device=ids.device)
-        pos = (torch.arange(n, device=ids.device)[None] - first[:, None]).clamp(min=0)  # as in training: 0..len-1
-        done = torch.zeros(len(prompts), dtype=torch.bool, device=ids.device); new, past = [], None
-        with torch.no_grad():
-            for _ in range(max_new_tokens):
-                o = model(input_ids=ids, attention_mask=att, position_ids=pos, past_key_values=past, use_cache=True)
-                nxt = o.logits[:, -1].argmax(-1).masked_fill(done, eos)
-                new.append(nxt); done |= nxt.eq(eos)
-                if done.all(): break
-                past, ids, pos = o.past_key_values, nxt[:, None], pos[:, -1:] + 1
-                att = torch.cat([att, torch.ones_like(ids)], 1)
-        for row in torch.stack(new, 1).tolist():
+        rows = _greedy_ids(model, b["input_ids"].to(model.device), b["attention_mask"].to(model.device),
+                           [len(p) for p in prompts], eos, max_new_tokens)
+        for row in rows:
             row = row[:row.index(eos)] if eos in row else row
             out.append(tok.decode(row, skip_special_tokens=True, clean_up_tokenization_spaces=True).strip())
     return out
-
-def exact_match(preds: list[str], answers: list[str]) -> float:
-    "Fraction of predictions equal to their answer after stripping whitespace."
-    check(len(preds) == len(answers), "preds and answers differ in length.")
-    return sum(p.strip() == a.strip() for p, a in zip(preds, answers)) / max(1, len(answers))
 
 # %% ../nbs/04_finetune.ipynb #ce1a391a
 def source_key(source) -> str | None:
@@ -164,6 +181,7 @@ def source_key(source) -> str | None:
     p = Path(str(source)).expanduser().resolve(); slug = re.sub(r"[^\w.-]+", "-", p.name)
     return f"local-{slug}-{stable_hash(str(p))}"
 
+# %% ../nbs/04_finetune.ipynb #fc76d289
 def tiny_finetuned_dir(name: str, stage: str, seed: int = 0, source=None, **overrides) -> Path:
     "Where `ensure_tiny_finetuned` keeps (or will build) that model: the stage folder, then the source key and the overrides' hash."
     d = stage_dir(name, stage, seed)
@@ -171,21 +189,31 @@ def tiny_finetuned_dir(name: str, stage: str, seed: int = 0, source=None, **over
     if key: d = d.with_name(f"{d.name}_{key}")
     return d.with_name(f"{d.name}_{stable_hash(overrides)}") if overrides else d
 
+# %% ../nbs/04_finetune.ipynb #f7efb9cf
+def finetune_stamp(recipe: dict, source=None, **versions) -> dict:
+    "The `recipe.json` a cached finetune must hold: recipe, `versions`, the encoding's and (generated data) TOFU-mini's version."
+    stamp = {**recipe, **versions, "encoding_version": ENCODING_VERSION}
+    if parse_source(source)[0] == "mini": stamp["tofu_mini_version"] = TOFU_MINI_VERSION   # regenerated data: rebuilt
+    return stamp
+
+def _built_with(d: Path, stamp: dict) -> bool:
+    return (d/"recipe.json").exists() and read_json(d/"recipe.json") == stamp
+
+# %% ../nbs/04_finetune.ipynb #475b8f2c
+def _tiny_stamp(name: str, source=None, **overrides) -> dict:
+    return finetune_stamp({**tiny_recipe(name), **overrides}, source,
+                          tokenizer_version=TINY_TOKENIZER_VERSION, init_version=TINY_INIT_VERSION)
+
 def ensure_tiny_finetuned(name: str, stage: str, seed: int = 0, source=None, **overrides) -> Path:
     "Folder of tiny model `name` finetuned for `stage` (`full` = target, `retainXX` = retain); built once."
     spec = get_spec(name)
     check(spec.is_tiny, f"{name} is not a tiny model.", "finetune real models with `finetune` on a GPU node.")
     check(stage in STAGES, f"Unknown finetune stage {stage!r}.", f"use one of {', '.join(STAGES)}.")
-    d = tiny_finetuned_dir(name, stage, seed, source, **overrides)
-    recipe = {**tiny_recipe(name), **overrides}
-    stamp = {**recipe, "tokenizer_version": TINY_TOKENIZER_VERSION, "init_version": TINY_INIT_VERSION}   # what the cached folder must have been built with
-    if parse_source(source)[0] == "mini": stamp["tofu_mini_version"] = TOFU_MINI_VERSION   # regenerated data: rebuilt
+    recipe, stamp = {**tiny_recipe(name), **overrides}, _tiny_stamp(name, source, **overrides)
     def build(tmp):
         finetune(name, stage, tmp, source=source, seed=seed, init=str(ensure_tiny_base(name, seed)), **recipe)
         write_json(Path(tmp)/"recipe.json", stamp)
-    # built with another recipe or tokenizer: rebuilt
-    current = lambda d: (d/"recipe.json").exists() and read_json(d/"recipe.json") == stamp
-    d = build_atomically(d, build, current)
+    d = build_atomically(tiny_finetuned_dir(name, stage, seed, source, **overrides), build, lambda d: _built_with(d, stamp))
     config_chat_template(d)   # a folder cached before save_tokenizer kept the template in the config
     return d
 
@@ -208,13 +236,11 @@ def ensure_finetuned(name: str, stage: str, seed: int = 0, source=None, **overri
     recipe = {**small_recipe(name), **overrides}
     check(stage in STAGES, f"Unknown finetune stage {stage!r}.", f"use one of {', '.join(STAGES)}.")
     base = resolve_model_path(name)                          # the converted offline source, or the hub id
-    stamp = {**recipe, "base": read_json(Path(base)/"source.json") if Path(base, "source.json").exists() else base}
-    if parse_source(source)[0] == "mini": stamp["tofu_mini_version"] = TOFU_MINI_VERSION
+    stamp = finetune_stamp(recipe, source, base=read_json(Path(base)/"source.json") if Path(base, "source.json").exists() else base)
     def build(tmp):
         finetune(name, stage, tmp, source=source, seed=seed, init=base, **recipe)
         write_json(Path(tmp)/"recipe.json", stamp)
-    current = lambda d: (d/"recipe.json").exists() and read_json(d/"recipe.json") == stamp
-    return build_atomically(tiny_finetuned_dir(name, stage, seed, source, **overrides), build, current)
+    return build_atomically(tiny_finetuned_dir(name, stage, seed, source, **overrides), build, lambda d: _built_with(d, stamp))
 
 # %% ../nbs/04_finetune.ipynb #fc181ef8
 EM_SPLITS = ("full", "forget01", "retain99", "real_authors_perturbed", "world_facts_perturbed")
@@ -223,6 +249,12 @@ def _trained_mask_pad(path) -> bool:
     "The `mask_pad_tokens` a model folder was finetuned with (True when unknown: the reference collator)."
     f = Path(path)/"training_args.json"
     return read_json(f)["finetune"].get("mask_pad_tokens", True) if f.exists() else True
+
+# %% ../nbs/04_finetune.ipynb #2142dc83
+def _model_entry(v) -> tuple:
+    "A `greedy_answer_table` entry (name, folder or (name, folder)) as (registered name or None, folder, template)."
+    name, path = v if isinstance(v, tuple) else (v if v in MODELS else None, v)
+    return name, str(resolve_model_path(path)), get_spec(name).template if name else Template()
 
 def greedy_answer_table(models: dict, splits=EM_SPLITS, source=None, template: Template | None = None,
                         max_rows: int | None = None, stride: int = 1, **gen):
@@ -233,13 +265,9 @@ def greedy_answer_table(models: dict, splits=EM_SPLITS, source=None, template: T
     qs = list(dict.fromkeys(r["question"] for rs in data.values() for r in rs))   # each question generated once
     table = {}
     for label, v in models.items():
-        name, path = v if isinstance(v, tuple) else (v if v in MODELS else None, v)
-        spec = get_spec(name) if name else None
-        path = str(resolve_model_path(path))
-        tpl = template or (spec.template if spec else Template())
+        name, path, tpl = _model_entry(v)
         tok, net = load_tokenizer(path), load_model(path, fast_masks=True)
-        kw = {"mask_pad_tokens": _trained_mask_pad(path), **gen}
-        pred = dict(zip(qs, greedy_answers(net, tok, tpl, qs, **kw)))
+        pred = dict(zip(qs, greedy_answers(net, tok, template or tpl, qs, **{"mask_pad_tokens": _trained_mask_pad(path), **gen})))
         table[label] = {s: round(100 * exact_match([pred[r["question"]] for r in rs], [r["answer"] for r in rs]), 1)
                         for s, rs in data.items()}
     return pd.DataFrame.from_dict(table, orient="index")[list(splits)]
@@ -258,6 +286,7 @@ def acceptance_failures(tab, bars: dict = ACCEPTANCE) -> list[str]:
         if not (x >= v if op == ">=" else x <= v): out.append(f"{m} {s}: {x} (needs {op} {v})")
     return out
 
+# %% ../nbs/04_finetune.ipynb #e41f7e9a
 def tiny_acceptance_table(model: str = "tiny-llama", source=STUDY_SOURCE, seed: int = 0, **overrides):
     "Greedy exact-match table of the cached tiny `model` target (`full`) and retain (`retain99`) finetunes."
     d = {lbl: (model, ensure_tiny_finetuned(model, st, seed, source, **overrides))
