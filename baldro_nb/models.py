@@ -455,12 +455,30 @@ def ensure_gguf_base(name: str) -> Path:
 # %% ../nbs/03_models.ipynb #e8531edc
 _DTYPES, _ATTN = DTYPES, ATTN_IMPLEMENTATIONS   # the choices the vocabulary lists
 
+# %% ../nbs/03_models.ipynb #3bf5003f
+def _check_4bit():
+    "Stop with the fix unless bitsandbytes and a CUDA GPU are there (4-bit loading needs both)."
+    import importlib.util, torch
+    check(importlib.util.find_spec("bitsandbytes") is not None, "4-bit loading needs bitsandbytes.",
+          "pip install bitsandbytes on a CUDA machine, or set load_in_4bit=False.")
+    check(torch.cuda.is_available(), "4-bit loading needs a CUDA GPU, and none is available.",
+          "run on a GPU node or set load_in_4bit=False.")
+
+# %% ../nbs/03_models.ipynb #f8e1e221
+def _lora_config(lora: dict):
+    "peft's `LoraConfig` from the study's LoRA keys (`r`, `alpha`, `dropout`, `target_modules`); other keys stop."
+    from peft import LoraConfig
+    bad = set(lora) - {"r", "alpha", "dropout", "target_modules"}
+    check(not bad, f"Unknown LoRA keys {sorted(bad)}.", "use r, alpha, dropout, target_modules.")
+    return LoraConfig(r=lora.get("r", 8), lora_alpha=lora.get("alpha", 16), lora_dropout=lora.get("dropout", 0.0),
+                      target_modules=lora.get("target_modules", ["q_proj", "v_proj"]), task_type="CAUSAL_LM")
+
 # %% ../nbs/03_models.ipynb #8bfc0cf2
 def load_model(name_or_path, dtype: str = "float32", attn_implementation: str = "eager",
                gradient_checkpointing: bool = False, lora: dict | None = None, load_in_4bit: bool = False,
                device: str | None = None, fast_masks: bool = False):
     "A causal LM with the study's options (dtype, attention, grad checkpointing, LoRA, 4-bit, vmap-free masks)."
-    import importlib.util, torch
+    import torch
     from transformers import AutoModelForCausalLM
     if fast_masks: fast_attention_masks()
     check(dtype in _DTYPES, f"dtype must be one of {_DTYPES}, got {dtype!r}.")
@@ -471,10 +489,7 @@ def load_model(name_or_path, dtype: str = "float32", attn_implementation: str = 
                           f"pass a registered name ({', '.join(MODELS)}) or a hub id.")
     kw = dict(torch_dtype=getattr(torch, dtype), attn_implementation=attn_implementation)
     if load_in_4bit:
-        check(importlib.util.find_spec("bitsandbytes") is not None, "4-bit loading needs bitsandbytes.",
-              "pip install bitsandbytes on a CUDA machine, or set load_in_4bit=False.")
-        check(torch.cuda.is_available(), "4-bit loading needs a CUDA GPU, and none is available.",
-              "run on a GPU node or set load_in_4bit=False.")
+        _check_4bit()
         from transformers import BitsAndBytesConfig
         kw["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
             bnb_4bit_compute_dtype=getattr(torch, dtype if dtype != "float32" else "bfloat16"))
@@ -485,13 +500,10 @@ def load_model(name_or_path, dtype: str = "float32", attn_implementation: str = 
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     if lora:
-        from peft import LoraConfig, get_peft_model
-        bad = set(lora) - {"r", "alpha", "dropout", "target_modules"}
-        check(not bad, f"Unknown LoRA keys {sorted(bad)}.", "use r, alpha, dropout, target_modules.")
+        from peft import get_peft_model
+        cfg = _lora_config(lora)   # unknown keys stop before a 4-bit model is prepared
         if load_in_4bit:
             from peft import prepare_model_for_kbit_training
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-        model = get_peft_model(model, LoraConfig(r=lora.get("r", 8), lora_alpha=lora.get("alpha", 16),
-            lora_dropout=lora.get("dropout", 0.0), target_modules=lora.get("target_modules", ["q_proj", "v_proj"]),
-            task_type="CAUSAL_LM"))
+        model = get_peft_model(model, cfg)
     return model
