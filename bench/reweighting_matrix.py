@@ -85,7 +85,7 @@ def run(device: str = "cpu", dtype: str = "float32", steps: int = 2, hidden: int
         print(f"SKIP variant {variant}: {why}")
         for obj, cell, _ in cells(): emit(dict(objective=obj, cell=cell, **base, ok=None, skipped=why))
         return rows
-    from baldro_nb.models import fast_attention_masks
+    from baldro_nb.masks import fast_attention_masks
     fast_attention_masks()   # vmap-free masks, as the experiment notebooks use (transformers' own are slow on CPU)
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=128, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2, num_attention_heads=4,
