@@ -16,7 +16,7 @@ import yaml
 
 # %% auto #0
 __all__ = ['HF_OFFLINE_VARS', 'ENV_PACKAGES', 'PINNED_ARITHMETIC', 'THREAD_VARS', 'ARITHMETIC_VARS', 'SIMD_FLAG', 'BaldroError',
-           'check', 'seed_everything', 'usual_mode', 'atomic_write', 'write_json', 'read_json', 'write_yaml',
+           'check', 'seed_everything', 'umasked_mode', 'atomic_write', 'write_json', 'read_json', 'write_yaml',
            'read_yaml', 'stable_hash', 'run_id', 'repo_root', 'outputs_dir', 'set_offline', 'git_info',
            'arithmetic_env', 'with_env', 'cpu_info', 'arithmetic_state', 'arithmetic_key', 'capture_env', 'LockTimeout',
            'lock_holder', 'file_lock']
@@ -41,7 +41,7 @@ def seed_everything(seed: int = 0, deterministic: bool = False) -> int:
     return int(seed)
 
 # %% ../nbs/00_core.ipynb #c2184dbe
-def usual_mode(mode: int = 0o666) -> int:
+def umasked_mode(mode: int = 0o666) -> int:
     "`mode` less the process umask: what `open`/`mkdir` would give (`mkstemp`/`mkdtemp` give 0600/0700 instead)."
     um = os.umask(0); os.umask(um)
     return mode & ~um
@@ -52,7 +52,7 @@ def atomic_write(path, data: str | bytes) -> Path:
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.chmod(tmp, usual_mode(0o666))   # mkstemp makes 0600 files; give written files the usual permissions
+        os.chmod(tmp, umasked_mode(0o666))   # mkstemp makes 0600 files; give written files the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core import (BaldroError, check, atomic_write, outputs_dir, file_lock, write_json, read_json, set_offline,
-                            usual_mode, stable_hash)
+                            umasked_mode, stable_hash)
 from .data import Template, encode_qa, encode_prompt, ensure_tofu_mini, tofu_mini_rows, IGNORE_INDEX
 from .vocab import MODEL_NAMES, REAL_MODELS, TINY_MODELS, DTYPES, ATTN_IMPLEMENTATIONS, model_rel
 from .fingerprint import sha256_file, WEIGHT_FILES
@@ -283,7 +283,7 @@ def build_atomically(dest: Path, build, current=None) -> Path:
     with file_lock(dest.parent/f".{dest.name}.lock"):
         if ok(): return dest
         tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
-        os.chmod(tmp, usual_mode(0o777))   # mkdtemp's 0700 would hide a shared cache
+        os.chmod(tmp, umasked_mode(0o777))   # mkdtemp's 0700 would hide a shared cache
         try:
             build(tmp)
             atomic_write(tmp/"DONE", json.dumps({"sha256": {f.name: sha256_file(f) for g in VERIFIED_FILES for f in sorted(tmp.glob(g))}}))
