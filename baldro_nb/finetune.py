@@ -219,7 +219,7 @@ def ensure_tiny_finetuned(name: str, stage: str, seed: int = 0, source=None, **o
 
 # %% ../nbs/04_finetune.ipynb #5b0c0002
 SMOL_SOURCE = "tofu-mini:10"
-# One pass over full at batch 8 is 25 steps (retain99: 20). See the measured table below for what the recipe reaches.
+# One pass over full at batch 8 is 25 steps (retain99: 20). What the recipe reaches: the table at the end.
 SMALL_RECIPES = {"SmolLM2-135M-Instruct": dict(epochs=8, lr=3e-4, batch_size=8, grad_accum=1, warmup_ratio=0.05,
                                                 weight_decay=0.0, lr_scheduler="cosine", bf16=False,
                                                 answer_logits_only=True, general=False)}
