@@ -13,7 +13,7 @@ from .data import (TOFU_MINI_VERSION, load_tofu, phrasing_rows, check_config, GE
 from .vocab import STAGES, TOFU_HUB_ID, parse_source
 from .models import (get_spec, MODELS, load_model, load_tokenizer, save_tokenizer, ensure_tiny_base,
                               TINY_TOKENIZER_VERSION, TINY_INIT_VERSION, stage_dir, build_atomically, resolve_model_path,
-                              config_chat_template)
+                              config_chat_template, stamped)
 
 # %% auto #0
 __all__ = ['REAL_RECIPE', 'TINY_RECIPE', 'TINY_RECIPE_BY_ARCH', 'SMOL_SOURCE', 'SMALL_RECIPES', 'EM_SPLITS', 'ACCEPTANCE',
@@ -196,9 +196,6 @@ def finetune_stamp(recipe: dict, source=None, **versions) -> dict:
     if parse_source(source)[0] == "mini": stamp["tofu_mini_version"] = TOFU_MINI_VERSION   # regenerated data: rebuilt
     return stamp
 
-def _built_with(d: Path, stamp: dict) -> bool:
-    return (d/"recipe.json").exists() and read_json(d/"recipe.json") == stamp
-
 # %% ../nbs/04_finetune.ipynb #475b8f2c
 def _tiny_stamp(name: str, source=None, **overrides) -> dict:
     return finetune_stamp({**tiny_recipe(name), **overrides}, source,
@@ -213,7 +210,7 @@ def ensure_tiny_finetuned(name: str, stage: str, seed: int = 0, source=None, **o
     def build(tmp):
         finetune(name, stage, tmp, source=source, seed=seed, init=str(ensure_tiny_base(name, seed)), **recipe)
         write_json(Path(tmp)/"recipe.json", stamp)
-    d = build_atomically(tiny_finetuned_dir(name, stage, seed, source, **overrides), build, lambda d: _built_with(d, stamp))
+    d = build_atomically(tiny_finetuned_dir(name, stage, seed, source, **overrides), build, lambda d: stamped(d, "recipe.json", stamp))
     config_chat_template(d)   # a folder cached before save_tokenizer kept the template in the config
     return d
 
@@ -240,7 +237,7 @@ def ensure_finetuned(name: str, stage: str, seed: int = 0, source=None, **overri
     def build(tmp):
         finetune(name, stage, tmp, source=source, seed=seed, init=base, **recipe)
         write_json(Path(tmp)/"recipe.json", stamp)
-    return build_atomically(tiny_finetuned_dir(name, stage, seed, source, **overrides), build, lambda d: _built_with(d, stamp))
+    return build_atomically(tiny_finetuned_dir(name, stage, seed, source, **overrides), build, lambda d: stamped(d, "recipe.json", stamp))
 
 # %% ../nbs/04_finetune.ipynb #fc181ef8
 EM_SPLITS = ("full", "forget01", "retain99", "real_authors_perturbed", "world_facts_perturbed")

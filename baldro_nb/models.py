@@ -19,7 +19,7 @@ from .masks import fast_attention_masks
 __all__ = ['CHAT_TEMPLATES', 'FAMILY_TOKENS', 'TINY_ARCH', 'TINY_ROPE', 'MODELS', 'TINY_VOCAB', 'TINY_TOKENIZER_VERSION',
            'VERIFIED_FILES', 'TINY_INIT_VERSION', 'GGUF_CONVERT_VERSION', 'family_special_tokens', 'ModelSpec',
            'get_spec', 'build_tiny_tokenizer', 'save_tokenizer', 'config_chat_template', 'load_tokenizer', 'stage_dir',
-           'build_atomically', 'tiny_init_seed', 'ensure_tiny_base', 'resolve_model_path', 'gguf_source',
+           'build_atomically', 'stamped', 'tiny_init_seed', 'ensure_tiny_base', 'resolve_model_path', 'gguf_source',
            'gguf_install_hint', 'gguf_tokenizer', 'gguf_to_folder', 'ensure_gguf_base', 'load_model']
 
 # %% ../nbs/03_models.ipynb #9d5172b8
@@ -293,6 +293,11 @@ def build_atomically(dest: Path, build, current=None) -> Path:
             if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
+# %% ../nbs/03_models.ipynb #35afeddc
+def stamped(d, file: str, stamp: dict) -> bool:
+    "Does folder `d` hold `file` (JSON) equal to `stamp`, the record of what it was built with?"
+    return (Path(d)/file).exists() and read_json(Path(d)/file) == stamp
+
 # %% ../nbs/03_models.ipynb #8c896e94
 TINY_INIT_VERSION = 2   # 1: torch seed = pair seed (tiny-llama and tiny-mistral drew the same weights); 2: a seed per model and pair
 
@@ -400,8 +405,7 @@ def ensure_gguf_base(name: str) -> Path:
                  convert_version=GGUF_CONVERT_VERSION)
     def build(d):
         gguf_to_folder(src, d, spec.family); write_json(Path(d)/"source.json", stamp)
-    current = lambda d: (d/"source.json").exists() and read_json(d/"source.json") == stamp   # another release: rebuilt
-    return build_atomically(stage_dir(name, "base"), build, current)
+    return build_atomically(stage_dir(name, "base"), build, lambda d: stamped(d, "source.json", stamp))   # another release: rebuilt
 
 # %% ../nbs/03_models.ipynb #e8531edc
 _DTYPES, _ATTN = DTYPES, ATTN_IMPLEMENTATIONS   # the choices the vocabulary lists
