@@ -266,8 +266,8 @@ def evaluate_tofu(model, tokenizer, template: Template, source=None, forget_spli
                   retain_logs=None, batch_size: int = 32, out_dir=None, gibberish="offline",
                   max_new_tokens: int = 200, question_key: str = "question", sets=("forget", "retain", "ra", "wf", "holdout"),
                   attn_mask: str = "reference", position_ids: str = "arange", tr_forget: str = "closer_to_1_better",
-                  generate: bool = True, stats: dict | None = None, share_prompts: bool = False) -> tuple[dict, dict]:
-    "Full TOFU evaluation in one pass -> (TOFU_EVAL logs, TOFU_SUMMARY); writes both to `out_dir` if given; `share_prompts`: see `score_sequences`."
+                  generate: bool = True, stats: dict | None = None, share_prompts: bool = True) -> tuple[dict, dict]:
+    "Full TOFU evaluation in one pass -> (TOFU_EVAL logs, TOFU_SUMMARY); writes both to `out_dir` if given; `share_prompts`: each prompt runs once (False: every sequence whole, the literal path)."
     t0 = time.time()
     check(tokenizer.pad_token_id is not None or tokenizer.eos_token_id is not None, "tokenizer has neither pad nor eos.")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
