@@ -12,7 +12,7 @@ per-rank means either). What remains is float32 round-off from the different sum
 
 A `sitecustomize` on PYTHONPATH (this test only) records every file each rank writes through `core.atomic_write` and
 saves rank 0's final weights at exit, so the run folders stay as they are."""
-import json, os, shutil, subprocess, sys
+import json, os, re, shutil, subprocess, sys, warnings
 from pathlib import Path
 
 import pytest
@@ -63,6 +63,15 @@ def prepared(tmp_path_factory):
     return dict(dir=d, target=target, retain_log=log, source=STUDY_SOURCE)
 
 
+def _failure_excerpt(r) -> str:
+    "What names a failed launch's cause: each rank's traceback and torchrun's root-cause block, then the output's tails."
+    err = r.stderr
+    tb = [err[m.start():m.start() + 2500] for m in re.finditer(r"Traceback \(most recent call last\)", err)][:3]
+    root = err[err.find("Root Cause"):][:1500] if "Root Cause" in err else ""
+    return "\n".join(["--- tracebacks ---", *tb, "--- torchrun root cause ---", root,
+                      "--- stdout tail ---", r.stdout[-1500:], "--- stderr tail ---", err[-2500:]])
+
+
 def _launch(prep, name, batch_size, *accel):
     "tools/launch.sh with cpu_ddp.yaml: NPO, mean, forget term only, 3 optimizer steps (B·grad_accum = 8 of 40 QA each)."
     import yaml
@@ -77,14 +86,20 @@ def _launch(prep, name, batch_size, *accel):
                                      "nbs/experiments/unlearn.ipynb", str(d/"params.yaml"), str(d/"run"), *accel],
                                     cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     r = launch()
-    if r.returncode != 0 and "SIGABRT" in r.stderr:
-        # seen once in six full suite runs (2026-12-01): a rank of the 2-process launch aborted (SIGABRT) and passed on
-        # rerun; the cause is not known yet. One retry from a clean folder, the first attempt kept next to it and printed
+    if r.returncode != 0:
+        # a 2-process launch has failed twice in ~15 suite runs, on code that passed before and after: 2026-12-01 a rank
+        # aborted (SIGABRT) and the rerun passed; 2026-12-07 in CI torchrun reported a failed rank (its traceback was cut
+        # from the report). One retry from a clean folder; a second failure fails the test. Both attempts'
+        # whole output is kept next to the run, and the first one's cause is a warning in the suite's summary (seen even
+        # when the retry passes); locally the launch passed 6 of 6 under a load of 6 processes on 2 cores.
         (d/"first_attempt.log").write_text(r.stdout + "\n----- stderr -----\n" + r.stderr)
-        print(f"DDP launch aborted with SIGABRT; retrying once (log: {d/'first_attempt.log'}):\n{r.stderr[-4000:]}")
+        warnings.warn(f"DDP launch failed (exit {r.returncode}); retrying once (log: {d/'first_attempt.log'}):\n"
+                      f"{_failure_excerpt(r)[-6000:]}")   # shown in pytest's warnings summary even when the retry passes
         shutil.rmtree(d/"run", ignore_errors=True); (d/"writes.txt").unlink(missing_ok=True)
         r = launch()
-    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    if r.returncode != 0:
+        (d/"second_attempt.log").write_text(r.stdout + "\n----- stderr -----\n" + r.stderr)
+        pytest.fail(f"DDP launch failed twice (exit {r.returncode}; logs in {d}):\n{_failure_excerpt(r)}", pytrace=False)
     writes = [l.split(" ", 1) for l in (d/"writes.txt").read_text().splitlines()]
     files = sorted(str(p.relative_to(d/"run")) for p in (d/"run").rglob("*") if p.is_file())
     steps = [json.loads(l) for l in (d/"run"/"steps.jsonl").read_text().splitlines() if l.strip()]
