@@ -403,7 +403,7 @@ def eval_source(forget_split: str = "forget01", data_source=None, eval_rows: int
     return src
 
 # %% ../nbs/10_evaluation.ipynb #e0c4c002
-EVAL_VERSION = 2   # 2: MIA attacks and privleak in the logs
+EVAL_VERSION = 3   # 2: MIA attacks and privleak in the logs; 3: each prompt scored once (share_prompts)
 
 def epoch0_cache_dir(model_name: str, target, retain_log, **settings) -> Path:
     "`outputs/cache/epoch0/<model>_<hash>`: the shared epoch-0 evaluation of `target` under `settings`."
