@@ -81,7 +81,8 @@ def _launch(prep, name, batch_size, *accel):
                   eval_rows=4, max_new_tokens=4, target_dir=str(prep["target"]), retain_log=str(prep["retain_log"]))
     (d/"params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": str(prep["dir"]/"hook"), "DDP_TEST_DIR": str(d), "TOKENIZERS_PARALLELISM": "false",
-           "OMP_NUM_THREADS": "1"}   # both runs: one thread per process (tiny matmuls; threads only contend)
+           "OMP_NUM_THREADS": "1",   # both runs: one thread per process (tiny matmuls; threads only contend)
+           **({"GLOO_SOCKET_IFNAME": "lo"} if Path("/sys/class/net/lo").exists() else {})}   # gloo on loopback, whatever the host's network
     launch = lambda: subprocess.run(["bash", "tools/launch.sh", "configs/accelerate/cpu_ddp.yaml",
                                      "nbs/experiments/unlearn.ipynb", str(d/"params.yaml"), str(d/"run"), *accel],
                                     cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
