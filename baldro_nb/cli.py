@@ -84,12 +84,12 @@ def acceptance_from_runs(outputs):
 # %% ../nbs/14_cli.ipynb #ac0e7a07
 def acceptance_report(tab) -> str:
     "The table and, per model with both a target and a retain row, the acceptance bars it misses."
-    from baldro_nb.finetune import acceptance_failures
+    from baldro_nb.finetune import acceptance_bars, acceptance_failures
     lines = [tab.to_string()]
     for m in dict.fromkeys(i.rsplit(" ", 1)[0] for i in tab.index):
         if {f"{m} target", f"{m} retain"} <= set(tab.index):
             sub = tab.loc[[f"{m} target", f"{m} retain"]].set_axis(["target", "retain"])
-            bad = acceptance_failures(sub)
+            bad = acceptance_failures(sub, acceptance_bars(m.rsplit(" pair ", 1)[0]))   # a pretrained model: the TOFU bars
             lines.append(f"{m}: " + ("every acceptance bar met" if not bad else "MISSES " + "; ".join(bad)))
     return "\n".join(lines)
 

@@ -19,7 +19,7 @@ from .models import (get_spec, MODELS, load_model, load_tokenizer, save_tokenize
 __all__ = ['REAL_RECIPE', 'TINY_RECIPE', 'TINY_RECIPE_BY_ARCH', 'SMOL_SOURCE', 'SMALL_RECIPES', 'EM_SPLITS', 'ACCEPTANCE',
            'training_rows', 'tiny_recipe', 'answer_token_loss', 'finetune', 'exact_match', 'greedy_answers',
            'source_key', 'tiny_finetuned_dir', 'finetune_stamp', 'ensure_tiny_finetuned', 'small_recipe',
-           'ensure_finetuned', 'greedy_answer_table', 'acceptance_failures', 'tiny_acceptance_table']
+           'ensure_finetuned', 'greedy_answer_table', 'acceptance_failures', 'acceptance_bars', 'tiny_acceptance_table']
 
 # %% ../nbs/04_finetune.ipynb #ba487f68
 def training_rows(stage: str, source=None, general: bool = True, max_rows: int | None = None) -> list[dict]:
@@ -282,6 +282,12 @@ def acceptance_failures(tab, bars: dict = ACCEPTANCE) -> list[str]:
         x = tab.loc[m, s]
         if not (x >= v if op == ">=" else x <= v): out.append(f"{m} {s}: {x} (needs {op} {v})")
     return out
+
+# %% ../nbs/04_finetune.ipynb #b77ea583
+def acceptance_bars(model: str) -> dict:
+    "The exact-match bars of `model`'s finetunes: `ACCEPTANCE`, or without the general sets in its recipe the TOFU bars, 90 % on forget01."
+    if model not in SMALL_RECIPES or SMALL_RECIPES[model].get("general", True): return dict(ACCEPTANCE)
+    return {**{k: v for k, v in ACCEPTANCE.items() if k[1] not in GENERAL_CONFIGS}, ("target", "forget01"): (">=", 90)}
 
 # %% ../nbs/04_finetune.ipynb #e41f7e9a
 def tiny_acceptance_table(model: str = "tiny-llama", source=STUDY_SOURCE, seed: int = 0, **overrides):
