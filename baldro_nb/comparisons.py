@@ -15,9 +15,9 @@ from .tables import _ok, annotate, variant_of
 # %% auto #0
 __all__ = ['GAIN', 'LOSS', 'NO_DIFF', 'FEW_PAIRS', 'NOT_MEASURED', 'IDENTICAL', 'NOT_REPLICATED', 'DETECT_FACTOR',
            'PAIRED_ENDPOINTS', 'CONTROL', 'ANSWER_COLUMNS', 'bootstrap_ci', 'detectable_effect', 'interval_verdict',
-           'hierarchical_ci', 'split_halves', 'replication_verdict', 'replicated_difference', 'endpoints_from_results',
-           'paired_comparisons', 'pair_table', 'positive_control', 'answers_markdown', 'study_answers', 'answers_table',
-           'beside_tiny']
+           'hierarchical_ci', 'split_halves', 'replication_verdict', 't_interval', 'replicated_difference',
+           'endpoints_from_results', 'paired_comparisons', 'pair_table', 'positive_control', 'answers_markdown',
+           'study_answers', 'answers_table', 'beside_tiny']
 
 # %% ../nbs/15a_comparisons.ipynb #c3d1e102
 def bootstrap_ci(x, level: float = 0.95, n_boot: int = 20000, seed: int = 0, expand: bool = True) -> tuple[float, float, float]:
@@ -95,6 +95,22 @@ def replication_verdict(disc, rep, pooled, higher_is_better: bool = True) -> str
 # %% ../nbs/15a_comparisons.ipynb #c3d1f019
 DETECT_FACTOR = (1.959964 + 0.841621) / (2 * 1.959964)   # (z_.975 + z_.8) / (2 z_.975): width -> detectable effect
 
+# %% ../nbs/15a_comparisons.ipynb #55ba46d3
+def t_interval(x, level: float = 0.95) -> tuple[float, float, float]:
+    "(mean, lo, hi) of `x`: Student's t interval of the mean (NaNs dropped; fewer than 2 values: NaN bounds)."
+    from scipy.stats import t
+    x = np.asarray(x, dtype=np.float64); x = x[np.isfinite(x)]; n = len(x)
+    if n < 2: return (float(x.mean()) if n else np.nan, np.nan, np.nan)
+    m, h = float(x.mean()), float(t.ppf(1 - (1 - level) / 2, n - 1) * x.std(ddof=1) / math.sqrt(n))
+    return (m, m - h, m + h)
+
+# %% ../nbs/15a_comparisons.ipynb #ca1beb82
+def _one_pair_check(by_pair: dict, verdict: str) -> str:
+    "A gain or loss from one model pair stands only if Student's t interval of its seeds' differences excludes 0 too."
+    if len(by_pair) != 1 or verdict not in (GAIN, LOSS): return verdict
+    _, lo, hi = t_interval(next(iter(by_pair.values())))
+    return verdict if (lo > 0 or hi < 0) else NO_DIFF
+
 # %% ../nbs/15a_comparisons.ipynb #c3d1f01c
 def replicated_difference(by_pair: dict, higher_is_better: bool = True, **boot) -> dict:
     "Paired differences {model pair: values over its seeds} -> discovery, replication, pooled and per-pair (estimate, lo, hi), detectable effect, verdict."
@@ -102,7 +118,7 @@ def replicated_difference(by_pair: dict, higher_is_better: bool = True, **boot) 
     D, R, A = hierarchical_ci(disc, **boot), hierarchical_ci(rep, **boot), hierarchical_ci(list(by_pair.values()), **boot)
     return {"discovery": D, "replication": R, "pooled": A, "per_pair": {p: bootstrap_ci(v, **boot) for p, v in sorted(by_pair.items())},
             "detectable": DETECT_FACTOR * (A[2] - A[1]) if np.isfinite(A[1]) else np.nan,
-            "verdict": replication_verdict(D, R, A, higher_is_better)}
+            "verdict": _one_pair_check(by_pair, replication_verdict(D, R, A, higher_is_better))}
 
 # %% ../nbs/15a_comparisons.ipynb #c3d1e106
 PAIRED_ENDPOINTS = {"log10_fq_primary": ("Δ log10 FQ", True), "ks_d_primary": ("Δ KS D", False),
