@@ -105,20 +105,21 @@ def t_interval(x, level: float = 0.95) -> tuple[float, float, float]:
     return (m, m - h, m + h)
 
 # %% ../nbs/15a_comparisons.ipynb #ca1beb82
-def _one_pair_check(by_pair: dict, verdict: str) -> str:
-    "A gain or loss from one model pair stands only if Student's t interval of its seeds' differences excludes 0 too."
-    if len(by_pair) != 1 or verdict not in (GAIN, LOSS): return verdict
+def _widened(by_pair: dict, pooled: tuple) -> tuple:
+    "With one model pair, the pooled (estimate, lo, hi) widened to Student's t interval of its seeds' differences where that is wider."
+    if len(by_pair) != 1: return pooled
     _, lo, hi = t_interval(next(iter(by_pair.values())))
-    return verdict if (lo > 0 or hi < 0) else NO_DIFF
+    return (pooled[0], float(np.fmin(pooled[1], lo)), float(np.fmax(pooled[2], hi)))
 
 # %% ../nbs/15a_comparisons.ipynb #c3d1f01c
 def replicated_difference(by_pair: dict, higher_is_better: bool = True, **boot) -> dict:
     "Paired differences {model pair: values over its seeds} -> discovery, replication, pooled and per-pair (estimate, lo, hi), detectable effect, verdict."
     disc, rep = split_halves(by_pair)
-    D, R, A = hierarchical_ci(disc, **boot), hierarchical_ci(rep, **boot), hierarchical_ci(list(by_pair.values()), **boot)
+    D, R = hierarchical_ci(disc, **boot), hierarchical_ci(rep, **boot)
+    A = _widened(by_pair, hierarchical_ci(list(by_pair.values()), **boot))
     return {"discovery": D, "replication": R, "pooled": A, "per_pair": {p: bootstrap_ci(v, **boot) for p, v in sorted(by_pair.items())},
             "detectable": DETECT_FACTOR * (A[2] - A[1]) if np.isfinite(A[1]) else np.nan,
-            "verdict": _one_pair_check(by_pair, replication_verdict(D, R, A, higher_is_better))}
+            "verdict": replication_verdict(D, R, A, higher_is_better)}
 
 # %% ../nbs/15a_comparisons.ipynb #c3d1e106
 PAIRED_ENDPOINTS = {"log10_fq_primary": ("Δ log10 FQ", True), "ks_d_primary": ("Δ KS D", False),
