@@ -13,9 +13,11 @@
 #      against the same on the CPU (and the study's stored CPU runs where reference.json holds them), from .gpudata
 #      (the finetuned tiny-llama target, its retain log, TOFU-mini, reference.json);
 #   5. smoke_8b: bench/gpu_smoke.py on a random Llama-3.1-8B-sized model (batch 2, gradient checkpointing): does it fit.
+#   (2c. smoke_smollm2: bench/gpu_smoke.py on SmolLM2-135M's shape with random weights, batch 4: the SmolLM2 cell; the
+#   real weights do not fit what the check can carry.)
 # Needs the ignored folders .whl (wheels) and .gpudata that bench/prepare_gpu_check.sh builds.
 # Writes under $OUT (default /tmp/gpu_check_out): gpu_check.log (every step's command, output, rc and seconds, then a
-# "steps (rc): NAME=rc ..." line and "GPU CHECK DONE"), smoke_1b.json, reweighting_matrix.json, gpu_e2e.json,
+# "steps (rc): NAME=rc ..." line and "GPU CHECK DONE"), smoke_1b.json, smoke_smollm2.json, reweighting_matrix.json, gpu_e2e.json,
 # smoke_8b.json. Without CUDA (a local simulation) it runs the CPU configurations instead (the tiny smoke into
 # smoke_1b.json, the e2e on CPU for BalDRO-DV+NPO) and skips the matrix and the 8B smoke. Exit status 1 only when the
 # wheels do not install; otherwise 0 (the log's "steps (rc)" line says which steps failed).
@@ -103,6 +105,9 @@ export BALDRO_OUTPUTS=/tmp/baldro_outputs
 if [ "$HAS_CUDA" = "1" ]; then
   # 2. Llama-3.2-1B-sized random model, bf16 sdpa
   step smoke_1b 150 $PY bench/gpu_smoke.py --json "$OUT/smoke_1b.json"
+  # 2c. SmolLM2-135M's shape (30 layers, tied embeddings; random weights: its 98 MB GGUF exceeds the 64 MiB carry) at
+  #     params/study_smol.yaml's batch: the step and evaluation times that project the SmolLM2 study onto one GPU
+  step smoke_smollm2 60 $PY bench/gpu_smoke.py --arch smollm2-135m --batch 4 --json "$OUT/smoke_smollm2.json"
   # 2a. the method matrix on CUDA in bf16
   step reweighting_matrix 90 $PY $MATRIX --device cuda --dtype bfloat16
   # 3. the tiny study end to end (CPU vs CUDA evaluation, unlearning on CUDA) -- before the 8B smoke, the step most

@@ -9,6 +9,8 @@ for each phase. Fits one 10-minute call on one H100.
     python bench/gpu_smoke.py                       # Llama-3.2-1B-sized, on the GPU
     python bench/gpu_smoke.py --arch tiny --device cpu --steps 2   # the CPU test configuration
     python bench/gpu_smoke.py --arch llama-3.1-8b --batch 1 --grad-ckpt   # an 8B-sized model
+    python bench/gpu_smoke.py --arch smollm2-135m --batch 4   # SmolLM2-135M's shape (the real weights, 98 MB, exceed
+                                                              # what the GPU check can carry: 64 MiB)
 """
 from __future__ import annotations
 import argparse, json, statistics, time
@@ -18,6 +20,8 @@ import torch
 ARCHS = {  # hidden sizes etc. of the real models' published configs; vocab sizes too (the embedding dominates 1B)
     "tiny": dict(kind="llama", vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=2),
+    "smollm2-135m": dict(kind="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                         num_attention_heads=9, num_key_value_heads=3, rope_theta=100000.0, tie_word_embeddings=True),
     "llama-3.2-1b": dict(kind="llama", vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
                          num_attention_heads=32, num_key_value_heads=8, rope_theta=500000.0, tie_word_embeddings=True),
     "llama-3.1-8b": dict(kind="llama", vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
