@@ -29,4 +29,5 @@ setuptools.setup(
     python_requires='>=' + min_python, long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown', zip_safe=False,
     entry_points={'console_scripts': cfg.get('console_scripts', '').split(),
+                  'jupyter_client.kernel_provisioners': cfg.get('kernel_provisioners', '').split(),
                   'nbdev': [f'{cfg["lib_path"]}={cfg["lib_path"]}._modidx:d']})

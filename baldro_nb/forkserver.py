@@ -13,8 +13,8 @@ import psutil
 from .core import atomic_write, with_env
 
 # %% auto #0
-__all__ = ['FORK_PRELOAD', 'LIVE_KERNELS', 'KERNEL_HOOKS', 'fork_server_main', 'ForkServer', 'fork_kernel', 'signal_kernels',
-           'warm_kernel_manager']
+__all__ = ['FORK_PRELOAD', 'LIVE_KERNELS', 'KERNEL_HOOKS', 'FORK_PROVISIONER', 'FORK_PROVISIONER_OBJECT', 'fork_server_main',
+           'ForkServer', 'fork_kernel', 'signal_kernels', 'fork_provisioner', 'warm_kernel_manager']
 
 # %% ../nbs/12_forkserver.ipynb #ce27a131
 def _die_with_parent(parent: int | None = None):
@@ -153,26 +153,59 @@ def signal_kernels(sig) -> int:
     return n
 
 # %% ../nbs/12_forkserver.ipynb #a7f0c125
+def _server_kernel(cmd: list[str], kw: dict) -> int | None:
+    "Fork the kernel `cmd` from `$BALDRO_FORK_SERVER` (`kw`: the launch's env and cwd); its pid, or None to start it as usual."
+    path = os.environ.get("BALDRO_FORK_SERVER")
+    if not (path and "ipykernel_launcher" in cmd and Path(path + ".ready").exists()): return None
+    try: return fork_kernel(path, cmd[cmd.index("ipykernel_launcher") + 1:], kw.get("env") or os.environ, kw.get("cwd") or os.getcwd())
+    except (OSError, ValueError, KeyError): return None
+
+# %% ../nbs/12_forkserver.ipynb #a7f0c128
+FORK_PROVISIONER = "baldro-fork"   # the provisioner's entry-point name (settings.ini `kernel_provisioners`)
+FORK_PROVISIONER_OBJECT = "baldro_nb.forkserver:ForkProvisioner"   # what that entry point loads
+
+# %% ../nbs/12_forkserver.ipynb #a7f0c129
+@lru_cache(None)
+def fork_provisioner():
+    "jupyter_client's `LocalProvisioner`, forking `ipykernel_launcher` kernels from `$BALDRO_FORK_SERVER` when ready; records each kernel in `LIVE_KERNELS`."
+    from jupyter_client.provisioning import LocalProvisioner
+    class ForkProvisioner(LocalProvisioner):
+        async def launch_kernel(self, cmd: list[str], **kw):
+            if pid := _server_kernel(cmd, kw):
+                self.process, self.pid, self.pgid, self.cwd = _Forked(pid), pid, pid, kw.get("cwd")
+                info = self.connection_info
+            else: info = await super().launch_kernel(cmd, **kw)
+            _launched(self.pid, self.pgid)
+            return info
+    ForkProvisioner.__module__ = __name__
+    return ForkProvisioner
+
+# %% ../nbs/12_forkserver.ipynb #a7f0c12a
+def __getattr__(name: str):
+    "`ForkProvisioner`, the entry point's object, is built on first access (PEP 562)."
+    if name == "ForkProvisioner": return fork_provisioner()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+# %% ../nbs/12_forkserver.ipynb #a7f0c12c
+def _register_provisioner():
+    "Make `FORK_PROVISIONER` known to jupyter_client's provisioner factory (installed: its entry point; a bare checkout: added here)."
+    from importlib.metadata import EntryPoint, entry_points
+    from jupyter_client.provisioning.factory import KernelProvisionerFactory as F
+    if not entry_points(group=F.GROUP_NAME, name=FORK_PROVISIONER):
+        F.provisioners.setdefault(FORK_PROVISIONER, EntryPoint(FORK_PROVISIONER, FORK_PROVISIONER_OBJECT, F.GROUP_NAME))
+
+# %% ../nbs/12_forkserver.ipynb #a7f0c12f
 @lru_cache(None)
 def warm_kernel_manager():
-    "An `AsyncKernelManager` that forks `ipykernel_launcher` kernels from `$BALDRO_FORK_SERVER` (else starts them as usual) and records them in `LIVE_KERNELS`."
+    "An `AsyncKernelManager` whose kernel spec names `ForkProvisioner`: kernels fork from `$BALDRO_FORK_SERVER` (else start as usual)."
     from jupyter_client.manager import AsyncKernelManager
+    _register_provisioner()
     class WarmKernelManager(AsyncKernelManager):
-        async def _async_launch_kernel(self, kernel_cmd, **kw):
-            path = os.environ.get("BALDRO_FORK_SERVER")
-            if path and "ipykernel_launcher" in kernel_cmd and Path(path + ".ready").exists():
-                try: pid = fork_kernel(path, kernel_cmd[kernel_cmd.index("ipykernel_launcher") + 1:],
-                                       kw.get("env") or os.environ, kw.get("cwd") or os.getcwd())
-                except (OSError, ValueError, KeyError): pid = None
-                if pid:
-                    p = self.provisioner
-                    p.process = _Forked(pid); p.pid = p.pgid = pid; p.cwd = kw.get("cwd")
-                    self._reconcile_connection_info(p.connection_info)
-                    _launched(pid, pid)
-                    return
-            await super()._async_launch_kernel(kernel_cmd, **kw)
-            p = self.provisioner
-            _launched(getattr(p, "pid", None), getattr(p, "pgid", None))
+        @property
+        def kernel_spec(self):
+            spec = super().kernel_spec
+            if spec is not None: spec.metadata["kernel_provisioner"] = {"provisioner_name": FORK_PROVISIONER, "config": {}}
+            return spec
     return WarmKernelManager
 
 # %% ../nbs/12_forkserver.ipynb #a7f0c10b
