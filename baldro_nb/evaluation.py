@@ -22,10 +22,10 @@ from .metrics import (MIA_K, exact_memorization, extraction_strength, forget_qua
 from .engine import Scored, score_sequences, generate_greedy
 
 # %% auto #0
-__all__ = ['MIA_SETS', 'SUMMARY_KEYS', 'EVAL_VERSION', 'eval_sets', 'EncodedSet', 'encode_eval_set', 'mia_seq_ids', 'mia_scores',
-           'mia_logs', 'build_logs', 'summarize', 'evaluate_tofu', 'write_eval_logs', 'publish_eval_logs',
-           'read_retain_log', 'retain_truth_ratios', 'load_retain_auc', 'make_retain_reference', 'TofuEvalCallback',
-           'eval_source', 'epoch0_cache_dir', 'cached_epoch0', 'reuse_last_epoch']
+__all__ = ['MIA_SETS', 'SUMMARY_KEYS', 'EVAL_VERSION', 'EPOCH0_DEFAULTS', 'eval_sets', 'EncodedSet', 'encode_eval_set',
+           'mia_seq_ids', 'mia_scores', 'mia_logs', 'build_logs', 'summarize', 'evaluate_tofu', 'write_eval_logs',
+           'publish_eval_logs', 'read_retain_log', 'retain_truth_ratios', 'load_retain_auc', 'make_retain_reference',
+           'TofuEvalCallback', 'eval_source', 'epoch0_cache_dir', 'cached_epoch0', 'reuse_last_epoch']
 
 # %% ../nbs/10_evaluation.ipynb #8f5b9923
 MIA_SETS = ("forget", "holdout")
@@ -404,16 +404,17 @@ def eval_source(forget_split: str = "forget01", data_source=None, eval_rows: int
 
 # %% ../nbs/10_evaluation.ipynb #e0c4c002
 EVAL_VERSION = 3   # 2: MIA attacks and privleak in the logs; 3: each prompt scored once (share_prompts)
+EPOCH0_DEFAULTS = dict(compat="corrected", dtype="float32", attn_implementation="eager", load_in_4bit=False, gibberish="offline")
 
 def epoch0_cache_dir(model_name: str, target, retain_log, **settings) -> Path:
-    "`outputs/cache/epoch0/<model>_<hash>`: the shared epoch-0 evaluation of `target` under `settings`."
+    "`outputs/cache/epoch0/<model>_<hash>`: the shared epoch-0 evaluation of `target` under `settings` (at `EPOCH0_DEFAULTS`: left out)."
     import os
     from baldro_nb.core import outputs_dir, stable_hash
     t = Path(target); _, rl = read_retain_log(retain_log, settings.get("forget_split"))
     mtime = max(p.stat().st_mtime for p in t.glob("*") if p.is_file()) if t.is_dir() else str(target)
     key = stable_hash({"target": os.path.relpath(target), "mtime": mtime, "version": EVAL_VERSION,
                        "retain": rl.get("forget_truth_ratio", {}).get("agg_value"), "retain_mia": rl.get("mia_min_k", {}).get("agg_value"),
-                       **settings})
+                       **{k: v for k, v in settings.items() if k not in EPOCH0_DEFAULTS or v != EPOCH0_DEFAULTS[k]}})
     return outputs_dir()/"cache"/"epoch0"/f"{model_name}_{key}"
 
 # %% ../nbs/10_evaluation.ipynb #4c9b72a9
