@@ -9,8 +9,9 @@
 #      reference, one evaluation batch): step time, tokens/s, peak memory;
 #   3. reweighting_matrix: bench/reweighting_matrix.py, every variant (full, LoRA, LoRA on a 4-bit base) x objective x
 #      reweighting cell in bf16: finite losses and gradients, weights on the device, step time, peak memory;
-#   4. tiny_e2e: bench/gpu_tiny_e2e.py, the tiny study's evaluation and unlearning (NPO, BalDRO-DV+NPO) on the GPU
-#      against the same on the CPU (and the study's stored CPU runs where reference.json holds them), from .gpudata
+#   4. tiny_e2e: bench/gpu_tiny_e2e.py, the tiny study's evaluation on the GPU against the CPU, and the unlearn notebook
+#      itself executed by papermill on the GPU (NPO, BalDRO-DV+NPO; against the study's stored CPU runs where
+#      reference.json holds them), from .gpudata
 #      (the finetuned tiny-llama target, its retain log, TOFU-mini, reference.json);
 #   5. smoke_8b: bench/gpu_smoke.py on a random Llama-3.1-8B-sized model (batch 2, gradient checkpointing): does it fit.
 #   (2c. smoke_smollm2: bench/gpu_smoke.py on SmolLM2-135M's shape with random weights, batch 4: the SmolLM2 cell; the
@@ -110,7 +111,7 @@ if [ "$HAS_CUDA" = "1" ]; then
   step smoke_smollm2 60 $PY bench/gpu_smoke.py --arch smollm2-135m --batch 4 --json "$OUT/smoke_smollm2.json"
   # 2a. the method matrix on CUDA in bf16
   step reweighting_matrix 90 $PY $MATRIX --device cuda --dtype bfloat16
-  # 3. the tiny study end to end (CPU vs CUDA evaluation, unlearning on CUDA) -- before the 8B smoke, the step most
+  # 3. the tiny study end to end (CPU vs CUDA evaluation; the unlearn notebook on CUDA) -- before the 8B smoke, the step most
   #    likely to run out of memory or time on an H100
   step tiny_e2e 240 $PY bench/gpu_tiny_e2e.py --device cuda --outputs /tmp/baldro_outputs \
        --reference .gpudata/reference.json --json "$OUT/gpu_e2e.json"

@@ -1,22 +1,25 @@
 #!/usr/bin/env python
 """End-to-end GPU check of the tiny study: the finetuned tiny-llama target, the study's evaluation and unlearning.
 
-Mimics nbs/experiments/unlearn.ipynb with the settings of params/study_tiny.yaml (forget01, data_source
-"tofu-mini:40", eval_rows None, max_new_tokens 64, eval batch 32; lr 3e-3, batch 4 x grad-accum 2, 2 epochs):
-
   (a) `evaluate_tofu` of the target in float32/eager on the CPU (the study's setting) and on `--device`, plus once in
       bfloat16/sdpa on `--device`; prints the largest absolute difference of the summary metrics and of the per-sample
       average losses, and how many greedy generations are identical;
-  (b) `unlearn` on `--device` for NPO and BalDRO-DV+NPO in bfloat16/sdpa (the GPU setting) and in float32/eager (the
-      study's setting, compared with the study's CPU run when `--reference` holds it), each evaluated at epochs 0, 1, 2;
-      checks that the forget loss of every step in steps.jsonl is finite and that the forget Q_A_Prob after training
-      is below the target's;
+  (b) the experiment notebook itself, nbs/experiments/unlearn.ipynb, executed by papermill exactly as a run of
+      `baldro run` executes it (one run per method x dtype/attention setting: NPO and BalDRO-DV+NPO, in bfloat16/sdpa,
+      the GPU setting, and in float32/eager, the study's, compared with the study's CPU run when `--reference` holds
+      it), evaluated at epochs 0, 1, 2; reads the run folder it wrote and checks that the forget loss of every step in
+      steps.jsonl is finite, that the forget Q_A_Prob after training is below the target's and that the weights were on
+      `--device` (metrics.json's `device`);
   (c) times every part. Writes a JSON summary to `--json`.
 
-Data and models come from `$BALDRO_OUTPUTS` (or `--outputs`): outputs/models/<model>/full, outputs/retain_logs/..., and
-the TOFU-mini folder outputs/data/tofu_mini_v<TOFU_MINI_VERSION>_seed0_a40_q20 (found by `resolve_source`, so Faker is never called).
+The settings are the unlearn notebook's defaults with the evaluation of params/study_tiny.yaml (forget01, data_source
+"tofu-mini:40", eval_rows None, max_new_tokens 64, eval batch 32; lr 3e-3, batch 4 x grad-accum 2, 2 epochs).
+Without wordfreq (not carried to the GPU machine) the forget generations are not scored for gibberish (`gibberish:
+None`, a parameter of the notebook). Data and models come from `$BALDRO_OUTPUTS` (or `--outputs`):
+outputs/models/<model>/full, outputs/retain_logs/..., and the TOFU-mini folder (found by `resolve_source`, so Faker is
+never called).
 
-    python bench/gpu_tiny_e2e.py --device cpu --json /tmp/e2e.json          # the CPU test of this script
+    python bench/gpu_tiny_e2e.py --device cpu --methods NPO --unlearn-settings float32/eager --json /tmp/e2e.json
     BALDRO_OUTPUTS=.gpudata/outputs python3 bench/gpu_tiny_e2e.py --json $OUT/gpu_e2e.json --reference .gpudata/reference.json
 """
 from __future__ import annotations
@@ -24,6 +27,8 @@ import argparse, importlib, importlib.util, json, math, os, sys, time, traceback
 from pathlib import Path
 
 T_START = time.time()
+ROOT = Path(__file__).resolve().parent.parent
+UNLEARN_NB = ROOT/"nbs"/"experiments"/"unlearn.ipynb"
 
 
 def log(*a):
@@ -77,6 +82,20 @@ def compare(a_logs, a_sum, b_logs, b_sum) -> dict:
             "identical_generations": same}
 
 
+def run_notebook(params: dict, out: Path, device: str, timeout: float | None = None) -> None:
+    """Execute the unlearn notebook with `params` (what `papermill nbs/experiments/unlearn.ipynb OUT -f params.yaml --cwd nbs`
+    does for a run of `baldro run`); the executed copy is `out/unlearn.ipynb`. On `device` cpu no GPU is visible to it."""
+    import papermill as pm
+    saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if device == "cpu": os.environ["CUDA_VISIBLE_DEVICES"] = ""   # the kernel inherits this process's environment
+    try:
+        pm.execute_notebook(str(UNLEARN_NB), str(out/"unlearn.ipynb"), parameters=params, cwd=str(ROOT/"nbs"),
+                            kernel_name="python3", progress_bar=False, log_output=False, execution_timeout=timeout)
+    finally:
+        if saved is None: os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else: os.environ["CUDA_VISIBLE_DEVICES"] = saved
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default=None, help="cuda (default when available) or cpu")
@@ -88,12 +107,14 @@ def main(argv=None):
     p.add_argument("--methods", default="NPO,BalDRO-DV+NPO")
     p.add_argument("--unlearn-settings", default="bfloat16/sdpa,float32/eager",
                    help="comma-separated dtype/attn pairs of the unlearning runs")
-    p.add_argument("--gibberish", default="auto", choices=["auto", "const", "offline"],
-                   help="auto: the offline scorer when wordfreq is importable, else a constant 0.5 (no wordfreq)")
+    p.add_argument("--gibberish", default="auto", choices=["auto", "none", "offline"],
+                   help="auto: the offline scorer when wordfreq is importable, else none (generations not scored)")
     p.add_argument("--rows", default="auto", choices=["auto", "datasets", "jsonl"],
-                   help="how TOFU rows are read: datasets (load_tofu, the study's way), jsonl (the TOFU-mini files read "
-                        "directly, passed as an in-memory source); auto: datasets, or jsonl if `import datasets` fails")
+                   help="how part (a) reads TOFU rows: datasets (load_tofu, the study's way), jsonl (the TOFU-mini files "
+                        "read directly, passed as an in-memory source); auto: datasets, or jsonl if `import datasets` fails. "
+                        "The notebook of part (b) always reads them as the study does")
     p.add_argument("--skip-eval-compare", action="store_true")
+    p.add_argument("--cell-timeout", type=float, default=None, help="papermill's per-cell timeout in part (b), seconds")
     a = p.parse_args(argv)
 
     if a.outputs: os.environ["BALDRO_OUTPUTS"] = str(Path(a.outputs).resolve())
@@ -111,30 +132,30 @@ def main(argv=None):
     transformers.logging.set_verbosity_error()
     from baldro_nb.core import set_offline, seed_everything, outputs_dir, read_json, check
     set_offline()
-    import baldro_nb.evaluation as E, baldro_nb.gibberish as G
-    from baldro_nb.data import load_tofu, QADataset, split_pairing, resolve_source
+    import baldro_nb.evaluation as E
+    from baldro_nb.data import load_tofu, resolve_source
     from baldro_nb.models import get_spec, load_model, load_tokenizer
-    from baldro_nb.training import resolve_method, training_preset, unlearn
-    from baldro_nb.evaluation import evaluate_tofu, TofuEvalCallback, eval_source
-    from baldro_nb.vocab import retain_stage, retain_log_rel, method_label
+    from baldro_nb.training import run_schedule
+    from baldro_nb.evaluation import evaluate_tofu, eval_source
+    from baldro_nb.vocab import retain_log_rel, method_label
 
     # -- gibberish: the offline scorer needs wordfreq (~56 MB, not carried to the GPU machine) -----------------------
     gmode = a.gibberish
-    if gmode == "auto": gmode = "offline" if importlib.util.find_spec("wordfreq") else "const"
-    if gmode == "const":
-        def _const_scores(texts, scorer="offline"):
-            return np.full(len(list(texts)), 0.5), "constant-0.5 (gpu_tiny_e2e: wordfreq not available)"
-        E.gibberish_scores = _const_scores
-        G.offline_gibberish_scores = lambda texts: np.full(len(list(texts)), 0.5)
-        log("NOTE: gibberish scorer monkeypatched to a constant 0.5 (baldro_nb.evaluation.gibberish_scores and "
-            "baldro_nb.gibberish.offline_gibberish_scores): gibberish_clean_prob / gibberish_rate below are NOT real.")
+    if gmode == "auto": gmode = "offline" if importlib.util.find_spec("wordfreq") else "none"
+    gibberish = None if gmode == "none" else "offline"
+    if gibberish is None: log("NOTE: no wordfreq: the forget generations are not scored for gibberish (gibberish: None)")
     res["gibberish"] = gmode
-    real = lambda k: gmode != "const" or not k.startswith("gibberish")   # metrics that are not the constant stand-in
+    real = lambda k: not k.startswith("gibberish")   # gibberish is compared nowhere: it may be unscored on one side
 
     # -- the study's settings (params/study_tiny.yaml x nbs/experiments/unlearn.ipynb) -------------------------------
-    model, forget_split, data_source, eval_rows, max_new_tokens, eval_batch_size = a.model, "forget01", "tofu-mini:40", None, 64, 32
-    compat, seed, optim = "corrected", 0, "adamw_torch"
-    sched = training_preset("fork_fast"); sched.update(lr=3e-3, epochs=2, batch_size=4, grad_accum=2)
+    from baldro_nb.grid import notebook_defaults
+    nb = notebook_defaults(UNLEARN_NB)   # the notebook's parameters cell: part (b) changes only what is named below
+    study = dict(model=a.model, forget_split="forget01", data_source="tofu-mini:40", eval_rows=None, max_new_tokens=64,
+                 eval_batch_size=32, seed=0, gibberish=gibberish)
+    model, forget_split, data_source, eval_rows, max_new_tokens, eval_batch_size, seed = (study[k] for k in (
+        "model", "forget_split", "data_source", "eval_rows", "max_new_tokens", "eval_batch_size", "seed"))
+    sched = run_schedule(nb["training"], lr=nb["lr"], epochs=nb["epochs"], batch_size=nb["batch_size"], grad_accum=nb["grad_accum"])
+    compat = nb["compat"]
     seed_everything(seed)
     spec = get_spec(model)
     target = str(outputs_dir()/"models"/model/"full")
@@ -157,15 +178,11 @@ def main(argv=None):
         return [json.loads(l) for l in f.read_text().splitlines() if l.strip()]
     t = time.time()
     tok = load_tokenizer(target, spec); template = spec.template
-    forget_rows = rows_of(forget_split)
-    retain_rows = rows_of(split_pairing(forget_split)[0])
-    forget_ds = QADataset(forget_rows, tok, template); retain_ds = QADataset(retain_rows, tok, template)
-    res["timings_s"]["data"] = round(time.time() - t, 2)
-    log(f"model {model}: forget {len(forget_ds)} QA, retain {len(retain_ds)} QA ({res['timings_s']['data']} s)")
     src = (eval_source(forget_split, data_source, eval_rows) if rows_mode == "datasets"
            else {cfg: rows_of(cfg) for cfg in E.eval_sets(forget_split).values()})
-    eval_kw = dict(source=src, forget_split=forget_split,
-                   retain_logs=retain_path, batch_size=eval_batch_size, max_new_tokens=max_new_tokens)
+    res["timings_s"]["data"] = round(time.time() - t, 2)
+    eval_kw = dict(source=src, forget_split=forget_split, retain_logs=retain_path, batch_size=eval_batch_size,
+                   max_new_tokens=max_new_tokens, gibberish=gibberish)
     ref = json.loads(Path(a.reference).read_text()) if a.reference and Path(a.reference).exists() else None
     work = Path(a.work); work.mkdir(parents=True, exist_ok=True)
 
@@ -213,70 +230,65 @@ def main(argv=None):
             traceback.print_exc(); res["errors"].append(f"eval: {type(e).__name__}: {e}")
         res["timings_s"]["part_a"] = round(time.time() - T_START, 2)
 
-    # -- (b) unlearning on the device ---------------------------------------------------------------------------------
+    # -- (b) the unlearn notebook on the device, as `baldro run` executes it -------------------------------------------
     res["unlearn"] = {}
     t_b = time.time()
-    for label in [s.strip() for s in a.methods.split(",") if s.strip()]:
+    n_forget = len(rows_of(forget_split))   # steps: epochs x ceil(forget rows / (batch x grad-accum)), the trainer keeps the last batch
+    n_expected = int(round(sched["epochs"])) * math.ceil(n_forget / (sched["batch_size"] * sched["grad_accum"]))
+    res["expected_steps"] = n_expected
+    for label in [x.strip() for x in a.methods.split(",") if x.strip()]:
         objective = label.split("+")[-1]; rw = "dv" if label.startswith("BalDRO-DV") else ("group" if label.startswith("BalDRO-G") else "mean")
-        for setting in [s.strip() for s in a.unlearn_settings.split(",") if s.strip()]:
+        for setting in [x.strip() for x in a.unlearn_settings.split(",") if x.strip()]:
             dtype, attn = setting.split("/")
             key = f"{label}|{dtype}/{attn}"
             r = res["unlearn"][key] = {}
             try:
-                hp = {}
-                if rw == "dv": hp.update(beta_dv=sched.get("beta_dv", 1.0))
-                method = resolve_method(objective=objective, reweighting=rw, compat=compat, **hp)
                 check(method_label(dict(objective=objective, reweighting=rw)) == label, f"label mismatch for {label}")
                 out = work/f"unlearn__{label}__{dtype}_{attn}"
                 import shutil; shutil.rmtree(out, ignore_errors=True); out.mkdir(parents=True)
-                seed_everything(seed)
-                model_ = load_model(target, dtype=dtype, attn_implementation=attn, device=dev)
-                n_ep = int(round(sched["epochs"]))
-                cb = TofuEvalCallback(tok, template, out, epochs=range(0, n_ep + 1), **eval_kw)
-                t = time.time()   # epoch 0 before training, as the notebook's shared epoch-0 cache does
-                _, s0 = evaluate_tofu(model_, tok, template, out_dir=out/"evals"/"epoch_0", **eval_kw)
-                cb.summaries[0] = s0; r["eval0_s"] = round(time.time() - t, 2)
-                if cuda: torch.cuda.reset_peak_memory_stats()
-                sync(); t = time.time()
-                trainer = unlearn(model_, tok, forget_ds, retain_ds, method, out, lr=sched["lr"], epochs=sched["epochs"],
-                                  batch_size=sched["batch_size"], grad_accum=sched["grad_accum"], seed=seed, compat=compat,
-                                  weight_decay=sched.get("weight_decay", 0.01), warmup_epochs=sched.get("warmup_epochs", 1.0),
-                                  optim=optim, callbacks=[cb], disable_tqdm=True)
-                sync(); r["train_plus_evals_s"] = round(time.time() - t, 2)
-                r["param_device"] = str(next(trainer.model.parameters()).device)
-                r["param_dtype"] = str(next(trainer.model.parameters()).dtype)
-                if cuda: r["peak_GiB"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+                params = {**study, "objective": objective, "reweighting": rw, "dtype": dtype, "attn_implementation": attn,
+                          "out_dir": str(out)}
+                r["params"] = params
+                t = time.time()
+                run_notebook(params, out, dev, a.cell_timeout)
+                r["notebook_s"] = round(time.time() - t, 2)
+                m = json.loads((out/"metrics.json").read_text())
+                r["param_device"], r["train_s"], r["run_s"] = m.get("device"), m.get("train_s"), m.get("run_s")
+                if cuda: r["peak_GiB"] = m.get("peak_gpu_GiB")
                 steps = [json.loads(l) for l in (out/"steps.jsonl").read_text().splitlines() if l.strip()]
-                fl = [s.get("forget_loss") for s in steps]
-                r["n_steps"] = len(steps); r["forget_loss"] = fl; r["loss"] = [s.get("loss") for s in steps]
-                r["indices"] = [s.get("indices") for s in steps]
-                r["curve"] = {int(e): cb.summaries[e] for e in sorted(cb.summaries)}
-                fin = r["curve"].get(n_ep, {}); q0 = s0.get("forget_Q_A_Prob")
+                fl = [x.get("forget_loss") for x in steps]
+                r["n_steps"] = len(steps); r["forget_loss"] = fl; r["loss"] = [x.get("loss") for x in steps]
+                r["indices"] = [x.get("indices") for x in steps]
+                n_ep = int(round(sched["epochs"]))
+                r["curve"] = {int(e.name.split("_")[1]): json.loads((e/"TOFU_SUMMARY.json").read_text())
+                              for e in sorted((out/"evals").glob("epoch_*")) if (e/"TOFU_SUMMARY.json").exists()}
+                s0, fin = r["curve"].get(0, {}), r["curve"].get(n_ep, {})
+                q0 = s0.get("forget_Q_A_Prob")
                 finite = bool(steps) and all(isinstance(x, (int, float)) and math.isfinite(x) for x in fl)
                 below = fin.get("forget_Q_A_Prob") is not None and q0 is not None and fin["forget_Q_A_Prob"] < q0
+                on_device = str(r["param_device"]).split(":")[0] == dev.split(":")[0]
                 r["checks"] = {"forget_loss_finite": finite, "forget_Q_A_Prob_below_target": bool(below),
-                               "n_steps_is_6": len(steps) == 6}
+                               "n_steps_as_expected": len(steps) == n_expected, "weights_on_device": on_device,
+                               "epochs_0_to_last_evaluated": sorted(r["curve"]) == list(range(n_ep + 1))}
                 for c, ok in r["checks"].items(): res["checks"][f"{key}: {c}"] = ok
-                msg = (f"unlearn {key}: {len(steps)} steps on {r['param_device']} ({r['param_dtype']}), train+evals "
-                       f"{r['train_plus_evals_s']} s, forget_loss {[round(x, 3) for x in fl]}, forget Q_A_Prob "
+                msg = (f"unlearn {key}: {len(steps)} steps on {r['param_device']} ({dtype}), notebook {r['notebook_s']} s "
+                       f"(training {r['train_s']} s), forget_loss {[round(x, 3) for x in fl]}, forget Q_A_Prob "
                        f"{q0:.4f} -> {fin.get('forget_Q_A_Prob', float('nan')):.4f}, MU {s0.get('model_utility', float('nan')):.4f} -> "
                        f"{fin.get('model_utility', float('nan')):.4f}, FQ {fin.get('forget_quality', float('nan')):.3g}")
-                log(msg + (f", peak {r['peak_GiB']} GiB" if cuda else "") + f"  checks {r['checks']}")
+                log(msg + (f", peak {r.get('peak_GiB')} GiB" if cuda else "") + f"  checks {r['checks']}")
                 r["final_forget_generations"] = generations(json.loads(
                     (out/"evals"/f"epoch_{n_ep}"/"TOFU_EVAL.json").read_text())).get("forget_Q_A_ROUGE")
                 rr = (ref or {}).get("runs", {}).get(label)
-                if rr: r["same_sample_order_as_study"] = [s["indices"] for s in rr["steps"]] == r["indices"]
+                if rr: r["same_sample_order_as_study"] = [x["indices"] for x in rr["steps"]] == r["indices"]
                 if rr and dtype == "float32":   # the study's CPU run of the same method: same sampler order, close losses
                     rs = rr["steps"]
                     r["vs_study_cpu_run"] = {
-                        "same_indices": [s["indices"] for s in rs] == r["indices"],
+                        "same_indices": [x["indices"] for x in rs] == r["indices"],
                         "max_abs_forget_loss_diff": max((abs(x - y["forget_loss"]) for x, y in zip(fl, rs)), default=None),
                         "final_metric_diff": {k: fin[k] - rr["metrics"][k] for k in fin if isinstance(rr["metrics"].get(k), (int, float)) and real(k)}}
                     log(f"  vs the study's CPU run {rr['run']}: same sample order {r['vs_study_cpu_run']['same_indices']}, "
                         f"max |forget_loss diff| {r['vs_study_cpu_run']['max_abs_forget_loss_diff']:.3g}, final metric diffs "
                         + json.dumps({k: f"{v:+.2e}" for k, v in r['vs_study_cpu_run']['final_metric_diff'].items()}))
-                del trainer, model_
-                if cuda: torch.cuda.empty_cache()
             except Exception as e:  # noqa: BLE001
                 traceback.print_exc(); res["errors"].append(f"unlearn {key}: {type(e).__name__}: {e}")
                 res["checks"][f"{key}: ran"] = False

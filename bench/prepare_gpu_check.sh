@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the two ignored folders that bench/gpu_check.sh needs on an offline GPU machine (Python 3.12, its own torch):
-#   .whl/      py3.12 wheels of our pinned transformers / tokenizers / huggingface_hub and what the image lacks
+#   .whl/      py3.12 wheels of our pinned transformers / tokenizers / huggingface_hub, papermill + ipykernel, and what the
+#              image lacks
 #   .gpudata/  outputs/ copy (TOFU-mini 40 authors, the finetuned tiny-llama target, its retain log) + reference.json
 #              (the study's stored CPU results for NPO and BalDRO-DV+NPO, seed 0, and the target's epoch-0 evaluation)
 # Run from the repository root after `baldro study` (tools/main.sh) has filled outputs/; then run on the GPU machine
@@ -19,6 +20,12 @@ done
 # bitsandbytes (not installed here: CPU machine) for the matrix's 4-bit + LoRA cells; without it they are skipped
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp $plat -d .whl \
   "bitsandbytes${BNB_VERSION:+==$BNB_VERSION}" || echo "warning: no bitsandbytes wheel: the matrix's lora_4bit cells will be skipped"
+# papermill and a Jupyter kernel (the tiny e2e executes nbs/experiments/unlearn.ipynb as `baldro run` does) with their
+# dependency closure for Python 3.12, at this venv's versions where it has them (measured 2026-12-07: 48 wheels, 19 MB)
+"$PY" -m pip freeze --exclude-editable | grep -v "^torch==" > .whl/constraints.txt
+"$PY" -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp $plat -d .whl -c .whl/constraints.txt \
+  "papermill==$(ver papermill)" "ipykernel==$(ver ipykernel)" 2> >(grep -v "^WARNING: Location" >&2)
+rm .whl/constraints.txt
 # rouge-score is published as a source archive only: build its (pure-Python) wheel here
 "$PY" -m pip wheel -q --no-deps -w .whl "rouge-score==$(ver rouge-score)"
 rm -rf .gpudata && mkdir -p .gpudata/outputs/models/tiny-llama .gpudata/outputs/retain_logs .gpudata/outputs/data
