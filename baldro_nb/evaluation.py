@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .core import BaldroError, check, read_json, write_json
-from .data import IGNORE_INDEX, Template, encode_qa, encode_prompt, load_tofu
+from .data import IGNORE_INDEX, Template, encode_qa, encode_prompt, load_tofu, resolve_source
 from .vocab import FORGET_SPLITS, MIA_ATTACKS, MODEL_UTILITY_KEYS, RETAIN_IDENTITY, split_pairing
 from .fingerprint import retain_identity, check_retain_identity, RETAIN_IDENTITY_KEYS
 from .gibberish import gibberish_scores
@@ -25,7 +25,7 @@ from .engine import Scored, score_sequences, generate_greedy
 __all__ = ['MIA_SETS', 'SUMMARY_KEYS', 'EVAL_VERSION', 'EPOCH0_DEFAULTS', 'eval_sets', 'EncodedSet', 'encode_eval_set',
            'mia_seq_ids', 'mia_scores', 'mia_logs', 'build_logs', 'summarize', 'evaluate_tofu', 'write_eval_logs',
            'publish_eval_logs', 'read_retain_log', 'retain_truth_ratios', 'load_retain_auc', 'make_retain_reference',
-           'TofuEvalCallback', 'eval_source', 'epoch0_cache_dir', 'cached_epoch0', 'reuse_last_epoch']
+           'TofuEvalCallback', 'eval_source', 'epoch0_cache_dir', 'cached_epoch0', 'shared_epoch0', 'reuse_last_epoch']
 
 # %% ../nbs/10_evaluation.ipynb #8f5b9923
 MIA_SETS = ("forget", "holdout")
@@ -427,6 +427,14 @@ def cached_epoch0(model, tokenizer, template, out_dir, cache_dir, **eval_kw) -> 
         if not (cache_dir/"TOFU_SUMMARY.json").exists(): evaluate_tofu(model, tokenizer, template, out_dir=cache_dir, **eval_kw)
     shutil.copytree(cache_dir, Path(out_dir)/"evals"/"epoch_0", dirs_exist_ok=True)
     return read_json(cache_dir/"TOFU_SUMMARY.json")
+
+# %% ../nbs/10_evaluation.ipynb #e0c4c10b
+def shared_epoch0(model, tokenizer, template, out_dir, p: dict, target, retain_log, **eval_kw) -> dict:
+    "The epoch-0 summary of an unlearning run with parameters `p` (the unlearn notebook's names), through the shared cache."
+    cache = epoch0_cache_dir(p["model"], target, retain_log, data_source=p["data_source"], data=Path(resolve_source(p["data_source"])).name,
+                             eval_rows=p["eval_rows"], forget_split=p["forget_split"], batch_size=p["eval_batch_size"],
+                             max_new_tokens=p["max_new_tokens"], **{k: p[k] for k in EPOCH0_DEFAULTS})
+    return cached_epoch0(model, tokenizer, template, out_dir, cache, **eval_kw)
 
 # %% ../nbs/10_evaluation.ipynb #b8d2e0a2
 def reuse_last_epoch(out_dir, epochs) -> dict | None:
