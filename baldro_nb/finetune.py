@@ -16,10 +16,11 @@ from .models import (get_spec, MODELS, load_model, load_tokenizer, save_tokenize
                               config_chat_template, stamped)
 
 # %% auto #0
-__all__ = ['REAL_RECIPE', 'TINY_RECIPE', 'TINY_RECIPE_BY_ARCH', 'SMOL_SOURCE', 'SMALL_RECIPES', 'EM_SPLITS', 'ACCEPTANCE',
-           'training_rows', 'tiny_recipe', 'answer_token_loss', 'finetune', 'exact_match', 'greedy_answers',
-           'source_key', 'tiny_finetuned_dir', 'finetune_stamp', 'ensure_tiny_finetuned', 'small_recipe',
-           'ensure_finetuned', 'greedy_answer_table', 'acceptance_failures', 'acceptance_bars', 'tiny_acceptance_table']
+__all__ = ['REAL_RECIPE', 'TINY_RECIPE', 'TINY_RECIPE_BY_ARCH', 'SMOL_SOURCE', 'SMALL_RECIPES', 'FINETUNE_OVERRIDES', 'EM_SPLITS',
+           'ACCEPTANCE', 'training_rows', 'tiny_recipe', 'answer_token_loss', 'finetune', 'exact_match',
+           'greedy_answers', 'source_key', 'tiny_finetuned_dir', 'finetune_stamp', 'ensure_tiny_finetuned',
+           'small_recipe', 'ensure_finetuned', 'run_recipe', 'finetune_run', 'greedy_answer_table',
+           'acceptance_failures', 'acceptance_bars', 'tiny_acceptance_table']
 
 # %% ../nbs/04_finetune.ipynb #ba487f68
 def training_rows(stage: str, source=None, general: bool = True, max_rows: int | None = None) -> list[dict]:
@@ -238,6 +239,36 @@ def ensure_finetuned(name: str, stage: str, seed: int = 0, source=None, **overri
         finetune(name, stage, tmp, source=source, seed=seed, init=base, **recipe)
         write_json(Path(tmp)/"recipe.json", stamp)
     return build_atomically(tiny_finetuned_dir(name, stage, seed, source, **overrides), build, lambda d: stamped(d, "recipe.json", stamp))
+
+# %% ../nbs/04_finetune.ipynb #5b0c0011
+FINETUNE_OVERRIDES = ("epochs", "lr", "batch_size", "grad_accum", "warmup_ratio", "weight_decay", "optim")
+
+def run_recipe(p: dict) -> tuple[dict, bool]:
+    "(recipe, shared) of a finetune run with parameters `p` (the finetune notebook's names); shared: from the machine's cache."
+    model = p["model"]; tiny = model in MODELS and MODELS[model].is_tiny
+    given = {k: p[k] for k in FINETUNE_OVERRIDES if p.get(k) is not None}
+    base = tiny_recipe(model) if tiny else small_recipe(model) if model in SMALL_RECIPES else REAL_RECIPE
+    shared = ((tiny and p["general"]) or (model in SMALL_RECIPES and p["general"] == base["general"])) and not given \
+             and p["max_rows"] is None and p["lora"] is None and not p["load_in_4bit"]
+    return {**base, **given}, bool(shared)
+
+# %% ../nbs/04_finetune.ipynb #5b0c0013
+def finetune_run(p: dict, out_dir) -> dict:
+    "Train the model of a finetune run with parameters `p` into `out_dir/model`, or link it from the cache when shared; its finetune record."
+    recipe, shared = run_recipe(p)
+    out = Path(out_dir); model_dir = out/"model"
+    if shared:
+        cached = ensure_finetuned(p["model"], p["stage"], seed=p["seed"], source=p["data_source"])
+        out.mkdir(parents=True, exist_ok=True)
+        if model_dir.is_symlink() or model_dir.exists(): model_dir.unlink()
+        model_dir.symlink_to(os.path.relpath(cached, out))
+        return read_json(cached/"training_args.json")["finetune"]
+    if p.get("bf16") is not None: recipe["bf16"] = p["bf16"]
+    recipe.pop("general", None)   # a small recipe's own choice; this run's is the `general` parameter
+    return finetune(p["model"], p["stage"], model_dir, source=p["data_source"], **recipe, dtype=p["dtype"],
+                    attn_implementation=p["attn_implementation"], gradient_checkpointing=p["gradient_checkpointing"],
+                    lora=p["lora"], load_in_4bit=p["load_in_4bit"], general=p["general"], max_rows=p["max_rows"],
+                    seed=p["seed"], logging_steps=5)
 
 # %% ../nbs/04_finetune.ipynb #fc181ef8
 EM_SPLITS = ("full", "forget01", "retain99", "real_authors_perturbed", "world_facts_perturbed")
