@@ -62,6 +62,7 @@ PARAM_SCHEMA: dict[str, Param] = {
     "general": Param(_B, example="true"), "max_rows": Param(_I, ge=1, null=True, example="32"),
     "eval_rows": Param(_I, ge=1, null=True, example="40"), "eval_batch_size": Param(_I, ge=1, example="32"),
     "max_new_tokens": Param(_I, ge=1, example="200"), "eval_every_epoch": Param(_B, example="true"),
+    "gibberish": Param(_S, null=True, example="offline"),   # the scorer: offline, a local classifier folder; null: not scored
     # the method (null: the objective's, reweighting's or training preset's default)
     "beta_dv": Param(_F, gt=0, example="1.0"), "ratio": Param(_F, gt=0, le=1, example="0.5"),
     "refresh_every": Param(_I, ge=0, example="1"), "beta": Param(_F, gt=0, example="0.1"), "delta": Param(_F, example="0.0"),
