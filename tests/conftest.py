@@ -8,8 +8,8 @@ import os
 import pytest
 
 # the modules whose fixtures call ensure_tiny_finetuned("tiny-llama", stage, source=STUDY_SOURCE)
-SHARES_TINY_LLAMA = {"test_ddp.py", "test_evaluation_tofu_mini.py", "test_jupyterlab.py", "test_miniature.py",
-                     "test_tiny_models.py"}
+SHARES_TINY_LLAMA = {"test_ddp.py", "test_evaluation_tofu_mini.py", "test_gpu_tiny_e2e.py", "test_jupyterlab.py",
+                     "test_miniature.py", "test_tiny_models.py"}
 STAGES = ("full", "retain99")
 
 
