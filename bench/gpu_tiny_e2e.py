@@ -119,7 +119,7 @@ def main(argv=None):
 
     if a.outputs: os.environ["BALDRO_OUTPUTS"] = str(Path(a.outputs).resolve())
     for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"): os.environ[v] = "1"
-    import numpy as np, torch
+    import torch
     dev = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cuda = dev.startswith("cuda")
     res = {"device": dev, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -130,7 +130,7 @@ def main(argv=None):
 
     import transformers
     transformers.logging.set_verbosity_error()
-    from baldro_nb.core import set_offline, seed_everything, outputs_dir, read_json, check
+    from baldro_nb.core import set_offline, seed_everything, outputs_dir, check
     set_offline()
     import baldro_nb.evaluation as E
     from baldro_nb.data import load_tofu, resolve_source
@@ -150,10 +150,9 @@ def main(argv=None):
     # -- the study's settings (params/study_tiny.yaml x nbs/experiments/unlearn.ipynb) -------------------------------
     from baldro_nb.grid import notebook_defaults
     nb = notebook_defaults(UNLEARN_NB)   # the notebook's parameters cell: part (b) changes only what is named below
-    study = dict(model=a.model, forget_split="forget01", data_source="tofu-mini:40", eval_rows=None, max_new_tokens=64,
-                 eval_batch_size=32, seed=0, gibberish=gibberish)
-    model, forget_split, data_source, eval_rows, max_new_tokens, eval_batch_size, seed = (study[k] for k in (
-        "model", "forget_split", "data_source", "eval_rows", "max_new_tokens", "eval_batch_size", "seed"))
+    model, forget_split, data_source, eval_rows, max_new_tokens, eval_batch_size, seed = a.model, "forget01", "tofu-mini:40", None, 64, 32, 0
+    study = dict(model=model, forget_split=forget_split, data_source=data_source, eval_rows=eval_rows,
+                 max_new_tokens=max_new_tokens, eval_batch_size=eval_batch_size, seed=seed, gibberish=gibberish)
     sched = run_schedule(nb["training"], lr=nb["lr"], epochs=nb["epochs"], batch_size=nb["batch_size"], grad_accum=nb["grad_accum"])
     compat = nb["compat"]
     seed_everything(seed)
@@ -197,12 +196,10 @@ def main(argv=None):
         return logs, s
 
     # -- (a) evaluation: CPU fp32 vs device fp32 (and device bf16) ---------------------------------------------------
-    target_summary = None
     if not a.skip_eval_compare:
         try:
             t = time.time(); m_cpu = load_model(target, dtype="float32", attn_implementation="eager", device="cpu")
             cpu_logs, cpu_s = timed_eval("cpu_fp32_eager", m_cpu); del m_cpu
-            target_summary = cpu_s
             res["eval"] = {"cpu_fp32_eager": cpu_s}
             if ref and "target_eval_epoch0" in ref:
                 r0 = ref["target_eval_epoch0"]
